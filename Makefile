@@ -1,0 +1,53 @@
+# `make pretrain` and `make test` work on a fresh clone: each creates .venv,
+# installs the pinned dependencies, builds the embedded corpus and vocabulary
+# when missing, then does its job.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DATA := data
+CORPUS := $(DATA)/c4_sample
+VOCAB := $(DATA)/vocab/spm.model
+CONFIG ?= configs/bert.py
+WORKDIR ?= workdirs/bert_tiny
+PYTEST_ARGS ?=
+
+.PHONY: venv corpus vocab pretrain report test lint format clean
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c requirements.lock -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+$(CORPUS)/.done: | $(VENV)/.installed
+	$(PY) -m data_prep.build_corpus --out_dir $(CORPUS)
+	touch $@
+
+$(VOCAB): $(CORPUS)/.done
+	$(PY) -m data_prep.train_tokenizer --corpus_glob '$(CORPUS)/c4-train.*.json.gz' --out_prefix $(basename $(VOCAB))
+
+corpus: $(CORPUS)/.done
+vocab: $(VOCAB)
+
+pretrain: $(VENV)/.installed $(VOCAB)
+	$(VENV)/bin/bert-jax pretrain --config $(CONFIG) --workdir $(WORKDIR)
+	$(VENV)/bin/bert-jax report --workdir $(WORKDIR)
+
+report: $(VENV)/.installed
+	$(VENV)/bin/bert-jax report --workdir $(WORKDIR)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.installed
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+test: $(VENV)/.installed $(VOCAB) lint
+	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf workdirs
