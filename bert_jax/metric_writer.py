@@ -1,0 +1,94 @@
+"""Progress on the console, TensorBoard event files and a JSON-lines metrics log.
+
+Only process 0 writes. ``metrics.jsonl`` in the workdir is what
+``bert-jax report`` reads to draw learning curves.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping
+
+import jax
+from tensorboardX import SummaryWriter
+
+
+def _format_duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+class MetricWriter:
+    """Writes scalars and reports speed (steps/s, tokens/s) and ETA."""
+
+    def __init__(self, workdir: str, *, total_steps: int, tokens_per_step: int):
+        self.enabled = jax.process_index() == 0
+        self.total_steps = total_steps
+        self.tokens_per_step = tokens_per_step
+        self._last_time: float | None = None
+        self._last_step: int | None = None
+        if self.enabled:
+            os.makedirs(workdir, exist_ok=True)
+            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115
+
+    def write(self, step: int, split: str, scalars: Mapping[str, float]) -> None:
+        """Logs ``scalars`` under ``split/`` to TensorBoard and metrics.jsonl."""
+        if not self.enabled:
+            return
+        for name, value in scalars.items():
+            self._tb.add_scalar(f"{split}/{name}", float(value), step)
+        record = {"step": int(step), "split": split, **{k: float(v) for k, v in scalars.items()}}
+        self._jsonl.write(json.dumps(record) + "\n")
+        self._jsonl.flush()
+        self._tb.flush()
+
+    def start(self, step: int) -> None:
+        """Marks the step from which speed is measured (after compilation)."""
+        self._last_time, self._last_step = time.perf_counter(), step
+
+    def speed(self, step: int) -> dict[str, float]:
+        """Steps/s and tokens/s since the last call, and the ETA in seconds."""
+        now = time.perf_counter()
+        if self._last_time is None or step <= self._last_step:
+            self.start(step)
+            return {}
+        steps_per_sec = (step - self._last_step) / (now - self._last_time)
+        self._last_time, self._last_step = now, step
+        return {
+            "steps_per_sec": steps_per_sec,
+            "tokens_per_sec": steps_per_sec * self.tokens_per_step,
+            "eta_sec": (self.total_steps - step) / steps_per_sec,
+        }
+
+    def report_train(self, step: int, metrics: Mapping[str, float]) -> None:
+        """Console progress line plus the scalars."""
+        speed = self.speed(step)
+        scalars = {**metrics, **speed}
+        self.write(step, "train", scalars)
+        if self.enabled:
+            parts = [f"step {step}/{self.total_steps}"]
+            parts += [f"{k} {v:.4g}" for k, v in metrics.items()]
+            if speed:
+                parts += [
+                    f"{speed['steps_per_sec']:.2f} steps/s",
+                    f"{speed['tokens_per_sec']:,.0f} tokens/s",
+                    f"ETA {_format_duration(speed['eta_sec'])}",
+                ]
+            logging.info(" | ".join(parts))
+
+    def report_eval(self, step: int, metrics: Mapping[str, float]) -> None:
+        self.write(step, "eval", metrics)
+        if self.enabled:
+            logging.info(
+                "eval step %d | %s", step, " | ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+            )
+
+    def close(self) -> None:
+        if self.enabled:
+            self._tb.close()
+            self._jsonl.close()

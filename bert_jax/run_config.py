@@ -1,0 +1,88 @@
+"""Fields every recipe shares, and the helpers the files under configs/ use.
+
+Recipes live in configs/*.py as ``get_config(arg)``; they start from
+``base_config()`` so a reader finds every default in two files at most.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from bert_jax import sharding
+
+
+def parse_arg(arg: str) -> dict[str, str]:
+    """Parses 'size=base,recipe=paper,runlocal' into a dict (flags map to '1')."""
+    out = {}
+    for item in filter(None, (arg or "").split(",")):
+        key, _, value = item.partition("=")
+        out[key.strip()] = value.strip() if value else "1"
+    return out
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Fields shared by every recipe (BERT, ALBERT and T5 configs start here)."""
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+
+    config.data = ml_collections.ConfigDict()
+    config.data.source = "jsonl"  # jsonl (C4 *.json.gz shards) | tfds | text
+    config.data.train_pattern = "data/c4_sample/c4-train.*.json.gz"
+    config.data.eval_pattern = "data/c4_sample/c4-validation.*.json.gz"
+    config.data.tfds_name = ""  # e.g. 'c4/en:3.1.0' or 'c4_shards' (array_record format)
+    config.data.tfds_data_dir = ""
+    config.data.train_split = "train"
+    config.data.eval_split = "validation"
+    config.data.text_field = "text"
+    config.data.vocab_path = "data/vocab/spm.model"
+    config.data.max_seq_length = 128
+    config.data.docs_per_group = 32  # documents an example builder sees at once
+    config.data.shuffle_buffer = 2048  # examples
+    config.data.worker_count = 0  # grain worker processes (0: in the main process)
+    config.data.prefetch = 4  # batches prefetched by a thread when worker_count == 0
+
+    config.train = ml_collections.ConfigDict()
+    config.train.batch_size = 64  # global, across all hosts
+    config.train.num_steps = 1000
+    config.train.log_every = 50
+    config.train.eval_every = 500
+    config.train.eval_batches = 20  # fixed held-out batches per evaluation
+    config.train.checkpoint_every = 500
+    config.train.keep_checkpoints = 2
+    config.train.profile = False
+
+    config.optim = ml_collections.ConfigDict()
+    config.optim.name = "adamw"  # adamw | lamb | adafactor
+    config.optim.learning_rate = 1e-4
+    config.optim.schedule = "linear"  # linear | cosine | rsqrt | constant
+    config.optim.warmup_steps = 100
+    config.optim.b1 = 0.9
+    config.optim.b2 = 0.999
+    config.optim.eps = 1e-6
+    config.optim.weight_decay = 0.01
+    config.optim.grad_clip_norm = 1.0
+
+    config.mesh = ml_collections.ConfigDict()
+    # Sizes of the ('data', 'fsdp', 'tensor') mesh axes; -1 takes the remaining devices.
+    config.mesh.shape = (-1, 1, 1)
+    config.mesh.axis_rules = sharding.DEFAULT_RULES
+    return config
+
+
+def check_args(args: dict[str, str], allowed: tuple[str, ...], recipe_file: str) -> None:
+    """Rejects misspelt ``--config FILE:ARG`` arguments by name."""
+    unknown = sorted(set(args) - set(allowed))
+    if unknown:
+        raise ValueError(f"{recipe_file}: unknown config argument(s) {unknown}; know {allowed}")
+
+
+def shrink_for_local_run(config: ml_collections.ConfigDict) -> None:
+    """The ``runlocal`` variant: a few tiny steps that exercise every stage."""
+    config.train.batch_size = 8
+    config.train.num_steps = 4
+    config.train.log_every = 1
+    config.train.eval_every = 4
+    config.train.eval_batches = 2
+    config.train.checkpoint_every = 2
+    config.data.shuffle_buffer = 64
+    config.data.docs_per_group = 8

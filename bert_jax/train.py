@@ -1,0 +1,272 @@
+"""The one pretraining loop: every objective, any mesh, resumable.
+
+Reads top to bottom: mesh -> task (tokenizer, example builder, model, loss) ->
+optimizer -> abstract state and its shardings -> init or restore -> jitted
+steps -> loop with logging, evaluation and checkpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from bert_jax import objectives, optim, sharding
+from bert_jax.checkpoint import Checkpointer
+from bert_jax.data import pipeline
+from bert_jax.metric_writer import MetricWriter
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: nnx.State
+    opt_state: optax.OptState
+
+
+def abstract_train_state(task: objectives.Task, tx: optax.GradientTransformation, seed: int):
+    """Graph definition, abstract state and the function that initialises it."""
+    abs_model = nnx.eval_shape(lambda: task.create_model(nnx.Rngs(params=seed)))
+    graphdef, _ = nnx.split(abs_model, nnx.Param)
+
+    def init() -> TrainState:
+        model = task.create_model(nnx.Rngs(params=seed))
+        _, params, rest = nnx.split(model, nnx.Param, ...)
+        if jax.tree.leaves(rest):
+            raise ValueError(f"{type(model).__name__} holds non-parameter state: {rest}")
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+    return graphdef, jax.eval_shape(init), init
+
+
+def state_shardings(abs_state: TrainState, mesh: jax.sharding.Mesh, rules) -> TrainState:
+    """NamedShardings of every leaf from the logical axis annotations."""
+    return sharding.state_shardings(abs_state, mesh, rules)
+
+
+def with_shardings(abs_state, shardings):
+    """ShapeDtypeStructs that carry shardings: the target of a sharded restore."""
+    return jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abs_state, shardings
+    )
+
+
+def make_train_step(task: objectives.Task, graphdef, tx, schedule):
+    """A pure step: (state, batch, key) -> (state, metrics)."""
+
+    def train_step(state: TrainState, batch: dict[str, jax.Array], key: jax.Array):
+        dropout_key = jax.random.fold_in(key, state.step)
+
+        def loss_of(params):
+            model = nnx.merge(graphdef, params)
+            return task.loss_fn(
+                model, batch, deterministic=False, rngs=nnx.Rngs(dropout=dropout_key)
+            )
+
+        (loss, metrics), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {
+            **metrics,
+            "loss": loss,
+            "grad_norm": optax.global_norm(grads),
+            "learning_rate": schedule(state.step),
+        }
+        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+    return train_step
+
+
+def make_eval_step(task: objectives.Task, graphdef):
+    def eval_step(params: nnx.State, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        return task.eval_fn(nnx.merge(graphdef, params), batch)
+
+    return eval_step
+
+
+def eval_batches(config, task, num_batches: int) -> list[dict[str, np.ndarray]]:
+    """The fixed held-out batches, identical at every evaluation."""
+    dataset = pipeline.create_dataset(
+        config,
+        task.examples,
+        task.tokenizer,
+        split="eval",
+        global_batch_size=config.train.batch_size,
+    )
+    batches = []
+    for batch in dataset:
+        batches.append(batch)
+        if len(batches) == num_batches:
+            break
+    if not batches:
+        raise ValueError(
+            f"the eval split ({config.data.eval_pattern or config.data.eval_split}) gave no batch "
+            f"of {config.train.batch_size} examples"
+        )
+    return batches
+
+
+def evaluate(eval_step, params, batches, data_sharding, task) -> dict[str, float]:
+    """Sums per-batch statistics on device, then lets the task turn them into metrics."""
+    totals = None
+    for batch in batches:
+        sums = eval_step(params, pipeline.global_batch(batch, data_sharding))
+        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    return task.finish_eval({k: float(v) for k, v in jax.device_get(totals).items()})
+
+
+class _Preemption:
+    """Turns SIGTERM into a checkpoint at the next step instead of lost work."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not in the main thread (tests); nothing to install
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        logging.warning("SIGTERM received: saving a checkpoint and stopping")
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def _mean_metrics(sums: dict[str, jax.Array], count: int) -> dict[str, float]:
+    return {k: float(v) / count for k, v in jax.device_get(sums).items()}
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, *, stop_at: int | None = None
+) -> dict[str, Any]:
+    """Pretrains (or resumes) in ``workdir``; returns the last train and eval metrics.
+
+    Args:
+      config: the run config (configs/*.py).
+      workdir: checkpoints, TensorBoard logs and metrics.jsonl go here; an
+        existing checkpoint is resumed.
+      stop_at: stop (with a checkpoint) after this step, as a preemption
+        would; the schedule still spans ``config.train.num_steps``.
+    """
+    train = config.train
+    mesh = sharding.create_mesh(config.mesh.shape)
+    rules = sharding.validate_rules(config.mesh.axis_rules)
+    if train.batch_size % (mesh.shape["data"] * mesh.shape["fsdp"]):
+        raise ValueError(
+            f"config.train.batch_size={train.batch_size} is not divisible by the "
+            f"data*fsdp mesh size {mesh.shape['data'] * mesh.shape['fsdp']}"
+        )
+    task = objectives.get_task(config)
+    tx, schedule = optim.create_optimizer(config.optim, train.num_steps)
+    logging.info("Mesh %s; model %s", dict(mesh.shape), task.model_config)
+
+    with sharding.use_mesh(mesh, rules):
+        graphdef, abs_state, init = abstract_train_state(task, tx, config.seed)
+        shardings = state_shardings(abs_state, mesh, rules)
+        data_sharding = sharding.data_sharding(mesh, rules)
+        train_iter: Iterator = iter(
+            pipeline.create_dataset(
+                config,
+                task.examples,
+                task.tokenizer,
+                split="train",
+                global_batch_size=train.batch_size,
+            )
+        )
+        checkpointer = Checkpointer(
+            os.path.join(workdir, "checkpoints"),
+            keep=train.keep_checkpoints,
+            model_config=task.model_config,
+        )
+        start_step = checkpointer.latest_step()
+        if start_step is None:
+            state = jax.jit(init, out_shardings=shardings)()
+            start_step = 0
+        else:
+            state = checkpointer.restore(
+                start_step, with_shardings(abs_state, shardings), train_iter
+            )
+        num_params = sum(math.prod(x.shape) for x in jax.tree.leaves(abs_state.params))
+        logging.info("%s parameters; starting at step %d", f"{num_params:,}", start_step)
+
+        train_step = jax.jit(
+            make_train_step(task, graphdef, tx, schedule),
+            in_shardings=(shardings, data_sharding, None),
+            out_shardings=(shardings, None),
+            donate_argnums=(0,),
+        )
+        eval_step = jax.jit(
+            make_eval_step(task, graphdef), in_shardings=(shardings.params, data_sharding)
+        )
+        held_out = eval_batches(config, task, train.eval_batches)
+        baselines = task.eval_baselines(held_out)
+        writer = MetricWriter(
+            workdir,
+            total_steps=train.num_steps,
+            tokens_per_step=train.batch_size * task.tokens_per_example,
+        )
+        key = jax.random.key(config.seed)
+        result: dict[str, Any] = {"start_step": start_step}
+        sums, count = None, 0
+        step = start_step
+        with _Preemption() as preemption:
+            while step < train.num_steps:
+                batch = pipeline.global_batch(next(train_iter), data_sharding)
+                state, metrics = train_step(state, batch, key)
+                step += 1
+                sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
+                count += 1
+                if step == start_step + 1:
+                    writer.start(step)  # exclude compilation from the speed figures
+                last = step == train.num_steps
+                if step % train.log_every == 0 or last or preemption.requested or step == stop_at:
+                    result["train"] = _mean_metrics(sums, count)
+                    _check_finite(result["train"], step, checkpointer)
+                    writer.report_train(step, result["train"])
+                    sums, count = None, 0
+                if step % train.eval_every == 0 or last:
+                    result["eval"] = {
+                        **evaluate(eval_step, state.params, held_out, data_sharding, task),
+                        **baselines,
+                    }
+                    writer.report_eval(step, result["eval"])
+                stopping = preemption.requested or step == stop_at
+                if step % train.checkpoint_every == 0 or last or stopping:
+                    if sums is not None:  # metrics not yet checked since the last report
+                        _check_finite(_mean_metrics(sums, count), step, checkpointer)
+                    checkpointer.save(step, state, train_iter)
+                if stopping:
+                    break
+        checkpointer.close()
+        writer.close()
+    result["step"] = step
+    result["state"] = state
+    return result
+
+
+def _check_finite(metrics: dict[str, float], step: int, checkpointer: Checkpointer) -> None:
+    loss = metrics.get("loss", 0.0)
+    if not math.isfinite(loss):
+        checkpointer.wait()
+        raise FloatingPointError(
+            f"training loss is {loss} at step {step}; nothing was saved after it. The last good "
+            f"checkpoint is step {checkpointer.latest_step()} in {checkpointer.directory}: lower "
+            "config.optim.learning_rate or check the data, then rerun to resume from it."
+        )

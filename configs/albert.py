@@ -1,0 +1,77 @@
+"""ALBERT pretraining: masked LM with n-gram masking + sentence-order prediction.
+
+ALBERT is a configuration of the BERT encoder (factorised embeddings E != H,
+cross-layer parameter sharing) and of the BERT example builder (SOP instead of
+NSP, whole-word n-gram masking), trained with LAMB:
+
+  bert-jax pretrain --config configs/albert.py --workdir workdirs/albert_tiny
+  bert-jax pretrain --config configs/albert.py:size=base,recipe=paper --workdir ...
+  bert-jax evaluate --config configs/albert.py --workdir workdirs/albert_tiny
+
+  --config.objective.sentence_pair_task=nsp|sop|none   the Table 5 ablation
+  --config.model.share_mode=all|attention|ffn|none     cross-layer sharing
+"""
+
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+from bert_jax.run_config import base_config, check_args, parse_arg, shrink_for_local_run
+
+
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+    args = parse_arg(arg)
+    config = base_config()
+
+    config.model = ml_collections.ConfigDict()
+    config.model.name = "albert"
+    config.model.size = args.get("size", "tiny")  # tiny | base | large | xlarge
+    config.model.num_layers = config_dict.placeholder(int)
+    config.model.hidden_size = config_dict.placeholder(int)
+    config.model.num_heads = config_dict.placeholder(int)
+    config.model.intermediate_size = config_dict.placeholder(int)
+    config.model.embedding_size = config_dict.placeholder(int)  # E; 128 in every ALBERT size
+    config.model.share_mode = "all"  # all | attention | ffn | none
+    config.model.num_groups = 1  # ALBERT's num_hidden_groups
+    # ALBERT v2 trains without dropout.
+    config.model.dropout_rate = 0.0
+    config.model.attention_dropout_rate = 0.0
+    config.model.dtype = "float32"
+
+    config.objective = ml_collections.ConfigDict()
+    config.objective.name = "bert"
+    config.objective.sentence_pair_task = "sop"  # sop | nsp | none
+    config.objective.masked_lm_prob = 0.15
+    config.objective.max_predictions_per_seq = 20
+    config.objective.short_seq_prob = 0.1
+    config.objective.whole_word_masking = True
+    config.objective.max_ngram = 3  # spans of 1-3 words, p(n) proportional to 1/n
+
+    config.optim.name = "lamb"
+    config.optim.weight_decay = 0.01
+
+    recipe = args.get("recipe", "cpu")
+    if recipe == "cpu":
+        config.train.batch_size = 32
+        config.train.num_steps = 3000
+        config.train.eval_every = 500
+        config.train.checkpoint_every = 1000
+        config.optim.learning_rate = 5e-3
+        config.optim.warmup_steps = 200
+    elif recipe == "paper":
+        # Lan et al.: batch 4096, LAMB lr 0.00176, 125k steps, length 512.
+        config.train.batch_size = 4096
+        config.train.num_steps = 125_000
+        config.train.eval_every = 5_000
+        config.train.checkpoint_every = 5_000
+        config.data.max_seq_length = 512
+        config.optim.learning_rate = 0.00176
+        config.optim.warmup_steps = 3125
+    else:
+        raise ValueError(f"configs/albert.py: unknown recipe={recipe!r} (cpu | paper)")
+
+    if "runlocal" in args:
+        shrink_for_local_run(config)
+    check_args(args, ("size", "recipe", "runlocal"), "configs/albert.py")
+    return config

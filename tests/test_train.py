@@ -1,0 +1,157 @@
+"""End-to-end tests of the pretraining loop on the embedded corpus (tiny model)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from conftest import REPO_ROOT, tiny_bert_config
+
+from bert_jax import train
+from bert_jax.checkpoint import Checkpointer
+
+
+def _metrics(workdir) -> list[dict]:
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_runlocal_trains_evaluates_and_checkpoints(tmp_path, vocab_path, corpus_dir):
+    result = train.train_and_evaluate(tiny_bert_config(), str(tmp_path))
+    assert result["step"] == 4
+    for key in ("mlm_loss", "mlm_accuracy", "pair_accuracy", "unigram_xent", "majority_accuracy"):
+        assert np.isfinite(result["eval"][key]), key
+    records = _metrics(tmp_path)
+    train_steps = [r["step"] for r in records if r["split"] == "train"]
+    assert train_steps == [1, 2, 3, 4]
+    assert all(r["tokens_per_sec"] > 0 for r in records if r["split"] == "train" and r["step"] > 1)
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == ["2", "4"]
+
+
+def test_resume_gives_bit_identical_parameters(tmp_path, vocab_path, corpus_dir):
+    config = tiny_bert_config(**{
+        "train.num_steps": 6,
+        "train.checkpoint_every": 100,
+        "model.dropout_rate": 0.1,  # dropout keys must follow the step too
+    })
+    straight = train.train_and_evaluate(config, str(tmp_path / "straight"))
+    first = train.train_and_evaluate(config, str(tmp_path / "resumed"), stop_at=3)
+    assert first["step"] == 3
+    resumed = train.train_and_evaluate(config, str(tmp_path / "resumed"))
+    assert resumed["start_step"] == 3 and resumed["step"] == 6
+    leaves_a = jax.tree.leaves(jax.device_get(straight["state"].params))
+    leaves_b = jax.tree.leaves(jax.device_get(resumed["state"].params))
+    assert len(leaves_a) == len(leaves_b)
+    for a, b in zip(leaves_a, leaves_b, strict=True):
+        np.testing.assert_array_equal(a, b)
+    losses_straight = [r["loss"] for r in _metrics(tmp_path / "straight") if r["split"] == "train"]
+    losses_resumed = [r["loss"] for r in _metrics(tmp_path / "resumed") if r["split"] == "train"]
+    assert losses_straight == losses_resumed
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, vocab_path, corpus_dir):
+    workdir = str(tmp_path)
+    train.train_and_evaluate(tiny_bert_config(**{"train.num_steps": 2}), workdir)
+    exploding = tiny_bert_config(**{"optim.learning_rate": float("inf"), "optim.warmup_steps": 0})
+    with pytest.raises(FloatingPointError, match="last good checkpoint is step 2"):
+        train.train_and_evaluate(exploding, workdir)
+    config = tiny_bert_config()
+    checkpointer = Checkpointer(
+        os.path.join(workdir, "checkpoints"), keep=2, model_config=_model_config(config)
+    )
+    assert checkpointer.latest_step() == 2
+
+
+def _model_config(config):
+    from bert_jax import objectives
+
+    return objectives.get_task(config).model_config
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path, vocab_path, corpus_dir):
+    train.train_and_evaluate(tiny_bert_config(**{"train.num_steps": 2}), str(tmp_path))
+    other = tiny_bert_config(**{"model.hidden_size": 64})
+    with pytest.raises(ValueError, match="different model.*hidden_size"):
+        train.train_and_evaluate(other, str(tmp_path))
+
+
+def test_cli_reports_config_typo_by_name(tmp_path, vocab_path):
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "bert_jax.main", "pretrain",
+            "--config", "configs/bert.py:runlocal", "--config.optim.learnin_rate=1e-3",
+            "--workdir", str(tmp_path),
+        ],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode != 0
+    assert "learnin_rate" in proc.stderr
+    assert not any(pathlib.Path(tmp_path).iterdir())
+
+
+SHARDED_SCRIPT = r"""
+import json, sys
+sys.path.insert(0, {tests_dir!r})
+import jax
+from conftest import tiny_bert_config
+from bert_jax import sharding, train
+
+mesh_shape = tuple({mesh_shape})
+config = tiny_bert_config(**{{"mesh.shape": mesh_shape, "train.checkpoint_every": 100}})
+result = train.train_and_evaluate(config, {workdir!r})
+out = {{"devices": jax.device_count(), "losses": [], "specs_ok": True, "bad": []}}
+with open({workdir!r} + "/metrics.jsonl") as f:
+    out["losses"] = [json.loads(l)["loss"] for l in f if '"train"' in l]
+from flax import nnx
+rules = sharding.validate_rules(config.mesh.axis_rules)
+params = result["state"].params
+def check(path, var):
+    expected = sharding.logical_to_mesh(var.get_metadata()["out_sharding"], rules)
+    if var[...].sharding.spec != expected:
+        out["specs_ok"] = False
+        out["bad"].append((jax.tree_util.keystr(path), str(var[...].sharding.spec), str(expected)))
+jax.tree_util.tree_map_with_path(check, params, is_leaf=lambda x: isinstance(x, nnx.Variable))
+if {restore_shape}:
+    # Restore the same checkpoint onto another mesh and train one more step.
+    config2 = tiny_bert_config(**{{"mesh.shape": tuple({restore_shape}), "train.num_steps": 5}})
+    result2 = train.train_and_evaluate(config2, {workdir!r})
+    leaf = jax.tree.leaves(result2["state"].params)[0]
+    out["restored_mesh"] = dict(leaf.sharding.mesh.shape)
+    out["restored_start"] = result2["start_step"]
+print("RESULT" + json.dumps(out))
+"""
+
+
+def _run_devices(tmp_path, count, mesh_shape, restore_shape=None):
+    workdir = str(tmp_path / f"devices{count}")
+    script = SHARDED_SCRIPT.format(
+        tests_dir=str(REPO_ROOT / "tests"), mesh_shape=mesh_shape, workdir=workdir,
+        restore_shape=restore_shape,
+    )
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={count}"}
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT"))
+    return json.loads(line[len("RESULT"):])
+
+
+@pytest.mark.slow
+def test_eight_device_mesh_matches_one_device(tmp_path, vocab_path, corpus_dir):
+    single = _run_devices(tmp_path, 1, (1, 1, 1))
+    sharded = _run_devices(tmp_path, 8, (2, 2, 2), restore_shape=(8, 1, 1))
+    assert single["devices"] == 1 and sharded["devices"] == 8
+    assert len(single["losses"]) == len(sharded["losses"]) == 4
+    np.testing.assert_allclose(sharded["losses"], single["losses"], atol=1e-5, rtol=0)
+    assert sharded["specs_ok"], sharded["bad"]
+    assert sharded["restored_start"] == 4
+    assert sharded["restored_mesh"] == {"data": 8, "fsdp": 1, "tensor": 1}
