@@ -38,6 +38,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.max_seq_length = 128
     config.data.docs_per_group = 32  # documents an example builder sees at once
     config.data.shuffle_buffer = 2048  # examples
+    config.data.cycle_length = 4  # jsonl shards read at once (interleaved)
     config.data.worker_count = 0  # grain worker processes (0: in the main process)
     config.data.prefetch = 4  # batches prefetched by a thread when worker_count == 0
 

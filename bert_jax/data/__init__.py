@@ -1,0 +1,1 @@
+"""Input data: sentencepiece tokenizer, document sources and the grain pipeline."""

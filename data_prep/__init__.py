@@ -1,0 +1,1 @@
+"""Offline data jobs: the embedded sample corpus and the sentencepiece vocabulary."""
