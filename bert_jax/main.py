@@ -52,6 +52,9 @@ def main(argv: list[str]) -> None:
         )
     command = argv[1]
     logging.getLogger().setLevel(logging.INFO)
+    # Our progress lines use the root logger; orbax, grain and jax log through
+    # absl at INFO on every save, which would drown them.
+    logging.getLogger("absl").setLevel(logging.WARNING)
     _initialize_distributed()
     workdir = _require("workdir", command)
     if command == "report":

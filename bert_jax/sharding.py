@@ -107,9 +107,24 @@ def use_mesh(mesh: Mesh, rules: Rules) -> Iterator[None]:
 def logical_to_mesh(
     logical_axes: Sequence[str | None], rules: Rules | None = None
 ) -> PartitionSpec:
-    """Maps logical axis names to a mesh ``PartitionSpec`` under ``rules``."""
+    """Maps logical axis names to a mesh ``PartitionSpec`` under ``rules``.
+
+    As in flax's ``logical_to_mesh_axes``, a mesh axis is used at most once:
+    an activation ``('batch', 'length', 'embed')`` with batch on
+    ``('data', 'fsdp')`` keeps ``embed`` replicated, while the weight
+    ``('embed', 'mlp')`` is split over ``fsdp``.
+    """
     rules = spmd.get_logical_axis_rules() if rules is None else rules
-    return PartitionSpec(*spmd.from_sharding_rules(tuple(logical_axes), tuple(rules)))
+    mapped = spmd.from_sharding_rules(tuple(logical_axes), tuple(rules))
+    used: set[str] = set()
+    spec = []
+    for axes in mapped:
+        names = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+        if any(name in used for name in names):
+            names = ()
+        used.update(names)
+        spec.append(None if not names else names[0] if len(names) == 1 else names)
+    return PartitionSpec(*spec)
 
 
 def constrain(x: jax.Array, logical_axes: Sequence[str | None]) -> jax.Array:

@@ -1,0 +1,59 @@
+"""Pretraining objectives: each family pairs a NumPy example builder with its loss.
+
+``get_task(config)`` is the registry the train loop uses: ``config.model.name``
+selects the family (``bert`` and ``albert`` share one, ``t5`` the other) and
+the family's ``create_task`` builds the tokenizer, example builder, model and
+loss from the run config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import ml_collections
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """Everything the train loop needs to know about an objective.
+
+    Attributes:
+      tokenizer: the vocabulary (bert_jax.data.tokenizer.Tokenizer).
+      examples: NumPy example builder: ``examples_from_documents`` and ``finalize``.
+      model_config: the frozen model dataclass (also the checkpoint fingerprint).
+      create_model: ``rngs -> nnx.Module``.
+      loss_fn: ``(model, batch, *, deterministic, rngs) -> (loss, metrics)``.
+      eval_fn: ``(model, batch) -> dict of sums`` over one held-out batch.
+      finish_eval: totals of ``eval_fn`` -> metrics.
+      eval_baselines: held-out NumPy batches -> context-free baseline metrics.
+      tokens_per_example: tokens one example feeds the model (for tokens/s).
+    """
+
+    tokenizer: Any
+    examples: Any
+    model_config: Any
+    create_model: Callable
+    loss_fn: Callable
+    eval_fn: Callable
+    finish_eval: Callable
+    eval_baselines: Callable
+    tokens_per_example: int
+
+
+FAMILIES = ("bert", "albert", "t5")
+
+
+def get_task(config: ml_collections.ConfigDict) -> Task:
+    """The task named by ``config.model.name``."""
+    name = config.model.name
+    if name in ("bert", "albert"):
+        from bert_jax.objectives import bert
+
+        return bert.create_task(config)
+    if name == "t5":
+        from bert_jax.objectives import t5
+
+        return t5.create_task(config)
+    raise ValueError(f"config.model.name={name!r}; choose one of {FAMILIES}")

@@ -1,0 +1,289 @@
+"""BERT / ALBERT pretraining examples: masked LM plus a sentence-pair task (NSP or SOP).
+
+Data half: documents -> `[CLS] A [SEP] B [SEP]` rows (sentence_pairs.py) -> masked-LM
+corruption (masking.py) -> one fixed-shape feature dict per example, NumPy only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from bert_jax.data.tokenizer import Tokenizer
+from bert_jax.models import bert as models_bert
+from bert_jax.objectives import Task
+from bert_jax.objectives.masking import mask_tokens
+from bert_jax.objectives.sentence_pairs import (
+    SENTENCE_PAIR_TASKS,
+    build_bert_inputs,
+    create_segment_pairs,
+)
+
+# [CLS] A [SEP] B [SEP]
+NUM_SPECIAL_TOKENS_PER_PAIR = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class BertDataConfig:
+    """How BERT/ALBERT examples are made (defaults: BERT-base phase 1, Devlin et al. 2019).
+
+    Attributes:
+      max_seq_length: L, tokens per example including [CLS] and two [SEP].
+      masked_lm_prob: fraction of maskable tokens to predict.
+      max_predictions_per_seq: P, most masked-LM predictions per example.
+      short_seq_prob: probability that a document aims at a random shorter length.
+      whole_word_masking: mask all pieces of a word together.
+      max_ngram: longest masked n-gram of words/tokens, p(n) ∝ 1/n (ALBERT: 3).
+      sentence_pair_task: 'nsp' (BERT), 'sop' (ALBERT) or 'none' (label always 0).
+    """
+
+    max_seq_length: int = 128
+    masked_lm_prob: float = 0.15
+    max_predictions_per_seq: int = 20
+    short_seq_prob: float = 0.1
+    whole_word_masking: bool = False
+    max_ngram: int = 1
+    sentence_pair_task: str = "nsp"
+
+    def __post_init__(self):
+        problems = []
+        if self.sentence_pair_task not in SENTENCE_PAIR_TASKS:
+            problems.append(
+                f"sentence_pair_task must be one of {SENTENCE_PAIR_TASKS}, "
+                f"got {self.sentence_pair_task!r}"
+            )
+        if self.max_seq_length < NUM_SPECIAL_TOKENS_PER_PAIR + 2:
+            problems.append(f"max_seq_length must be >= 5, got {self.max_seq_length}")
+        if not 0.0 <= self.masked_lm_prob <= 1.0:
+            problems.append(f"masked_lm_prob must be in [0, 1], got {self.masked_lm_prob}")
+        if self.max_predictions_per_seq < 1:
+            problems.append(
+                f"max_predictions_per_seq must be >= 1, got {self.max_predictions_per_seq}"
+            )
+        if not 0.0 <= self.short_seq_prob <= 1.0:
+            problems.append(f"short_seq_prob must be in [0, 1], got {self.short_seq_prob}")
+        if self.max_ngram < 1:
+            problems.append(f"max_ngram must be >= 1, got {self.max_ngram}")
+        if problems:
+            raise ValueError("BertDataConfig: " + "; ".join(problems))
+
+    @classmethod
+    def from_config(cls, config) -> BertDataConfig:
+        """Reads config.data.max_seq_length and the config.objective.* fields of this class."""
+        values = {"max_seq_length": _read_field(config, "data", "max_seq_length")}
+        for field in dataclasses.fields(cls):
+            if field.name != "max_seq_length":
+                values[field.name] = _read_field(config, "objective", field.name)
+        try:
+            return cls(**values)
+        except ValueError as error:
+            raise ValueError(f"{error} (check config.objective.* / config.data.*)") from error
+
+
+def _read_field(config, section: str, name: str):
+    try:
+        return getattr(getattr(config, section), name)
+    except (AttributeError, KeyError) as error:
+        raise ValueError(f"config.{section}.{name} is missing from the run config") from error
+
+
+class BertObjective:
+    """Turns groups of tokenised documents into BERT/ALBERT pretraining examples.
+
+    Every example has the fixed shapes of the CONTRACT (L = max_seq_length,
+    P = max_predictions_per_seq): input_ids, input_mask, segment_ids [L] int32;
+    masked_lm_positions, masked_lm_ids [P] int32; masked_lm_weights [P] float32;
+    pair_labels [] int32 (1 = random next for NSP, swapped for SOP).
+    """
+
+    def __init__(self, data_config: BertDataConfig, tokenizer):
+        self.data_config = data_config
+        # Only ids and tables are kept, so pickling into grain workers reloads nothing.
+        self.cls_id = int(tokenizer.cls_id)
+        self.sep_id = int(tokenizer.sep_id)
+        self.mask_id = int(tokenizer.mask_id)
+        self.word_start = np.asarray(tokenizer.word_start, bool)
+        self.special_ids = np.asarray(tokenizer.special_ids, np.int32)
+        self.random_token_range = (int(tokenizer.first_normal_id), int(tokenizer.spm_vocab_size))
+
+    def examples_from_documents(
+        self, documents: list[list[np.ndarray]], rng: np.random.Generator
+    ) -> list[dict[str, np.ndarray]]:
+        """Sentence pairs of the group, laid out and masked; one dict per example.
+
+        Args:
+          documents: a group of documents, each a list of sentences of int32 token ids. For NSP
+            the random next segments come from the other documents of the same group.
+          rng: the only source of randomness; same state -> same examples.
+
+        Returns:
+          Examples in document order (the pipeline shuffles later).
+        """
+        config = self.data_config
+        pairs = create_segment_pairs(
+            documents,
+            rng,
+            max_num_tokens=config.max_seq_length - NUM_SPECIAL_TOKENS_PER_PAIR,
+            short_seq_prob=config.short_seq_prob,
+            task=config.sentence_pair_task,
+        )
+        if not pairs:
+            return []
+        inputs = build_bert_inputs(
+            pairs, cls_id=self.cls_id, sep_id=self.sep_id, max_seq_length=config.max_seq_length
+        )
+        masked = mask_tokens(
+            inputs["input_ids"],
+            rng,
+            word_start=self.word_start,
+            special_ids=self.special_ids,
+            mask_id=self.mask_id,
+            random_token_range=self.random_token_range,
+            masked_lm_prob=config.masked_lm_prob,
+            max_predictions_per_seq=config.max_predictions_per_seq,
+            whole_word=config.whole_word_masking,
+            max_ngram=config.max_ngram,
+        )
+        features = {
+            "input_ids": masked["input_ids"],  # [N, L]
+            "input_mask": inputs["input_mask"],  # [N, L]
+            "segment_ids": inputs["segment_ids"],  # [N, L]
+            "masked_lm_positions": masked["masked_lm_positions"],  # [N, P]
+            "masked_lm_ids": masked["masked_lm_ids"],  # [N, P]
+            "masked_lm_weights": masked["masked_lm_weights"],  # [N, P]
+            "pair_labels": np.array([label for _, _, label in pairs], np.int32),  # [N]
+        }
+        # `values[index, ...]` keeps pair_labels a 0-d array rather than a NumPy scalar.
+        return [
+            {name: values[index, ...] for name, values in features.items()}
+            for index in range(len(pairs))
+        ]
+
+    def finalize(self, ds):
+        """Examples already have fixed shapes: nothing to pad or pack before batching."""
+        return ds
+
+
+# ---------------------------------------------------------------------------
+# Model, loss and evaluation (the JAX half of the BERT/ALBERT objective).
+# ---------------------------------------------------------------------------
+
+
+def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> models_bert.BertConfig:
+    """The one place a BertConfig is built from the run config.
+
+    Starts from the size preset (``BERT_SIZES`` or ``ALBERT_SIZES`` by
+    ``config.model.name``) and applies every ``config.model`` field that is a
+    BertConfig field and not None.
+    """
+    fields = {f.name for f in dataclasses.fields(models_bert.BertConfig)} - {"vocab_size"}
+    overrides = {k: v for k, v in config.model.items() if k in fields and v is not None}
+    overrides.setdefault("max_position_embeddings", max(512, config.data.max_seq_length))
+    try:
+        return models_bert.sized_config(
+            config.model.name, config.model.size, vocab_size=vocab_size, **overrides
+        )
+    except ValueError as error:
+        raise ValueError(f"config.model: {error}") from None
+
+
+def _logits(model, batch, *, deterministic, rngs):
+    return model(
+        batch["input_ids"],
+        batch["segment_ids"],
+        batch["input_mask"],
+        batch["masked_lm_positions"],
+        deterministic=deterministic,
+        rngs=rngs,
+    )  # [batch, predictions, vocab], [batch, 2]
+
+
+def make_loss_fn(use_pair_loss: bool):
+    """Masked-LM cross-entropy (+ the sentence-pair loss unless the task is 'none')."""
+
+    def loss_fn(model, batch, *, deterministic: bool, rngs=None):
+        mlm_logits, pair_logits = _logits(model, batch, deterministic=deterministic, rngs=rngs)
+        weights = batch["masked_lm_weights"]  # [batch, predictions]
+        mlm_xent = optax.softmax_cross_entropy_with_integer_labels(
+            mlm_logits, batch["masked_lm_ids"]
+        )
+        mlm_loss = jnp.sum(mlm_xent * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+        mlm_correct = (jnp.argmax(mlm_logits, -1) == batch["masked_lm_ids"]) * weights
+        pair_xent = optax.softmax_cross_entropy_with_integer_labels(
+            pair_logits, batch["pair_labels"]
+        )
+        pair_loss = jnp.mean(pair_xent)
+        loss = mlm_loss + pair_loss if use_pair_loss else mlm_loss
+        metrics = {
+            "mlm_loss": mlm_loss,
+            "mlm_accuracy": jnp.sum(mlm_correct) / jnp.maximum(jnp.sum(weights), 1.0),
+            "pair_loss": pair_loss,
+            "pair_accuracy": jnp.mean(jnp.argmax(pair_logits, -1) == batch["pair_labels"]),
+        }
+        return loss, metrics
+
+    return loss_fn
+
+
+def eval_fn(model, batch) -> dict[str, jax.Array]:
+    """Sums over one held-out batch; ``finish_eval`` turns totals into metrics."""
+    mlm_logits, pair_logits = _logits(model, batch, deterministic=True, rngs=None)
+    weights = batch["masked_lm_weights"]
+    xent = optax.softmax_cross_entropy_with_integer_labels(mlm_logits, batch["masked_lm_ids"])
+    return {
+        "mlm_xent": jnp.sum(xent * weights),
+        "mlm_correct": jnp.sum((jnp.argmax(mlm_logits, -1) == batch["masked_lm_ids"]) * weights),
+        "mlm_count": jnp.sum(weights),
+        "pair_correct": jnp.sum(jnp.argmax(pair_logits, -1) == batch["pair_labels"]),
+        "pair_count": jnp.asarray(batch["pair_labels"].shape[0], jnp.float32),
+    }
+
+
+def finish_eval(totals: dict[str, float]) -> dict[str, float]:
+    return {
+        "mlm_loss": totals["mlm_xent"] / max(totals["mlm_count"], 1.0),
+        "mlm_accuracy": totals["mlm_correct"] / max(totals["mlm_count"], 1.0),
+        "pair_accuracy": totals["pair_correct"] / max(totals["pair_count"], 1.0),
+    }
+
+
+def eval_baselines(batches: list[dict[str, np.ndarray]]) -> dict[str, float]:
+    """What a model that ignores context scores on the same held-out targets.
+
+    ``unigram_xent`` is the entropy (nats) of the empirical distribution of the
+    masked target tokens -- the best cross-entropy any context-free predictor
+    can reach on them; ``majority_accuracy`` is the accuracy of always
+    predicting the most frequent target token.
+    """
+    targets = np.concatenate([b["masked_lm_ids"][b["masked_lm_weights"] > 0] for b in batches])
+    counts = np.bincount(targets)
+    probs = counts[counts > 0] / targets.size
+    labels = np.concatenate([b["pair_labels"] for b in batches])
+    return {
+        "unigram_xent": float(-(probs * np.log(probs)).sum()),
+        "majority_accuracy": float(probs.max()),
+        "pair_majority_accuracy": float(max(labels.mean(), 1 - labels.mean())),
+    }
+
+
+def create_task(config: ml_collections.ConfigDict) -> Task:
+    """BERT (MLM + NSP) and ALBERT (MLM + SOP, shared layers) as one task family."""
+    tokenizer = Tokenizer(config.data.vocab_path)
+    model_cfg = model_config(config, tokenizer.vocab_size)
+    data_config = BertDataConfig.from_config(config)
+    return Task(
+        tokenizer=tokenizer,
+        examples=BertObjective(data_config, tokenizer),
+        model_config=model_cfg,
+        create_model=lambda rngs: models_bert.BertForPreTraining(model_cfg, rngs=rngs),
+        loss_fn=make_loss_fn(data_config.sentence_pair_task != "none"),
+        eval_fn=eval_fn,
+        finish_eval=finish_eval,
+        eval_baselines=eval_baselines,
+        tokens_per_example=data_config.max_seq_length,
+    )
