@@ -139,10 +139,21 @@ def constrain(x: jax.Array, logical_axes: Sequence[str | None]) -> jax.Array:
 
 
 def state_shardings(abstract_state, mesh: Mesh, rules: Rules):
-    """NamedShardings for an (abstract) nnx.State tree from its logical annotations."""
+    """NamedShardings for an (abstract) state tree from its logical annotations.
+
+    Optimizer states inherit their parameters' annotations; where a state has
+    another rank than its parameter (Adafactor's factored row/column moments)
+    it is replicated.
+    """
     with nnx.logical_axis_rules(validate_rules(rules)):
         specs = nnx.get_partition_spec(abstract_state)
-    return jax.tree.map(lambda spec: NamedSharding(mesh, spec), specs)
+
+    def to_sharding(spec, leaf):
+        if len(spec) > len(leaf.shape):
+            spec = PartitionSpec()
+        return NamedSharding(mesh, spec)
+
+    return jax.tree.map(to_sharding, specs, abstract_state)
 
 
 def data_sharding(mesh: Mesh, rules: Rules) -> NamedSharding:

@@ -95,6 +95,19 @@ def make_eval_step(task: objectives.Task, graphdef):
     return eval_step
 
 
+def task_dataset(config, task: objectives.Task, split: str):
+    """Per-host batches for ``split``: the task's own reader, else the pretraining pipeline."""
+    if task.dataset_fn is not None:
+        return task.dataset_fn(split, config.train.batch_size)
+    return pipeline.create_dataset(
+        config,
+        task.examples,
+        task.tokenizer,
+        split=split,
+        global_batch_size=config.train.batch_size,
+    )
+
+
 def eval_batches(config, task, num_batches: int) -> list[dict[str, np.ndarray]]:
     """The fixed held-out batches, identical at every evaluation."""
     dataset = pipeline.create_dataset(
@@ -154,7 +167,11 @@ def _mean_metrics(sums: dict[str, jax.Array], count: int) -> dict[str, float]:
 
 
 def train_and_evaluate(
-    config: ml_collections.ConfigDict, workdir: str, *, stop_at: int | None = None
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    stop_at: int | None = None,
+    task: objectives.Task | None = None,
 ) -> dict[str, Any]:
     """Pretrains (or resumes) in ``workdir``; returns the last train and eval metrics.
 
@@ -164,6 +181,7 @@ def train_and_evaluate(
         existing checkpoint is resumed.
       stop_at: stop (with a checkpoint) after this step, as a preemption
         would; the schedule still spans ``config.train.num_steps``.
+      task: defaults to ``objectives.get_task(config)``; fine-tuning passes its own.
     """
     train = config.train
     mesh = sharding.create_mesh(config.mesh.shape)
@@ -173,7 +191,7 @@ def train_and_evaluate(
             f"config.train.batch_size={train.batch_size} is not divisible by the "
             f"data*fsdp mesh size {mesh.shape['data'] * mesh.shape['fsdp']}"
         )
-    task = objectives.get_task(config)
+    task = task or objectives.get_task(config)
     tx, schedule = optim.create_optimizer(config.optim, train.num_steps)
     logging.info("Mesh %s; model %s", dict(mesh.shape), task.model_config)
 
@@ -181,15 +199,7 @@ def train_and_evaluate(
         graphdef, abs_state, init = abstract_train_state(task, tx, config.seed)
         shardings = state_shardings(abs_state, mesh, rules)
         data_sharding = sharding.data_sharding(mesh, rules)
-        train_iter: Iterator = iter(
-            pipeline.create_dataset(
-                config,
-                task.examples,
-                task.tokenizer,
-                split="train",
-                global_batch_size=train.batch_size,
-            )
-        )
+        train_iter: Iterator = iter(task_dataset(config, task, "train"))
         checkpointer = Checkpointer(
             os.path.join(workdir, "checkpoints"),
             keep=train.keep_checkpoints,
@@ -198,6 +208,9 @@ def train_and_evaluate(
         start_step = checkpointer.latest_step()
         if start_step is None:
             state = jax.jit(init, out_shardings=shardings)()
+            if task.initial_params is not None:  # fine-tuning: start from pretrained weights
+                params = jax.device_put(task.initial_params(state.params), shardings.params)
+                state = state.replace(params=params)
             start_step = 0
         else:
             state = checkpointer.restore(
@@ -247,6 +260,10 @@ def train_and_evaluate(
                         **baselines,
                     }
                     writer.report_eval(step, result["eval"])
+                    if task.describe is not None:
+                        model = nnx.merge(graphdef, state.params)
+                        result["example"] = task.describe(model, held_out[0])
+                        logging.info("decoded example at step %d: %s", step, result["example"])
                 stopping = preemption.requested or step == stop_at
                 if step % train.checkpoint_every == 0 or last or stopping:
                     if sums is not None:  # metrics not yet checked since the last report

@@ -29,6 +29,13 @@ class Task:
       finish_eval: totals of ``eval_fn`` -> metrics.
       eval_baselines: held-out NumPy batches -> context-free baseline metrics.
       tokens_per_example: tokens one example feeds the model (for tokens/s).
+      describe: optional ``(model, batch) -> dict of str`` logged at evaluation
+        (T5: a corrupted input, the model's greedy span fill and the gold targets).
+      dataset_fn: optional ``(split, global_batch_size) -> grain.IterDataset`` of
+        per-host batches, for tasks that do not read documents (fine-tuning);
+        None uses ``bert_jax.data.pipeline.create_dataset``.
+      initial_params: optional ``fresh params (nnx.State) -> params`` applied once
+        at step 0, e.g. loading a pretrained encoder for fine-tuning.
     """
 
     tokenizer: Any
@@ -40,6 +47,9 @@ class Task:
     finish_eval: Callable
     eval_baselines: Callable
     tokens_per_example: int
+    describe: Callable | None = None
+    dataset_fn: Callable | None = None
+    initial_params: Callable | None = None
 
 
 FAMILIES = ("bert", "albert", "t5")
@@ -52,7 +62,7 @@ def get_task(config: ml_collections.ConfigDict) -> Task:
         from bert_jax.objectives import bert
 
         return bert.create_task(config)
-    if name == "t5":
+    if name == "t5":  # every T5 objective: config.objective.name picks the preset
         from bert_jax.objectives import t5
 
         return t5.create_task(config)

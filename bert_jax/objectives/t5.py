@@ -30,9 +30,15 @@ import dataclasses
 import functools
 import logging
 
+import jax
+import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from bert_jax.data import packing
+from bert_jax.data.tokenizer import Tokenizer
+from bert_jax.models import t5 as models_t5
+from bert_jax.objectives import Task
 from bert_jax.objectives import span_corruption as sc
 
 logger = logging.getLogger(__name__)
@@ -315,3 +321,129 @@ class T5Objective:
         if self.config.pack:
             return packing.pack_dataset(ds, lengths, num_packing_bins=self.config.num_packing_bins)
         return packing.pad_dataset(ds, lengths)
+
+
+# ---------------------------------------------------------------------------
+# Model, loss and evaluation (the JAX half of the T5 objective family).
+# ---------------------------------------------------------------------------
+
+_FEATURE_ARGS = (
+    "encoder_segment_ids",
+    "decoder_segment_ids",
+    "encoder_positions",
+    "decoder_positions",
+)
+
+
+def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> models_t5.T5Config:
+    """The one place a T5Config is built: size and variant preset plus set fields."""
+    fields = {f.name for f in dataclasses.fields(models_t5.T5Config)} - {"vocab_size"}
+    overrides = {k: v for k, v in config.model.items() if k in fields and v is not None}
+    try:
+        return models_t5.t5_config(
+            config.model.size, config.model.variant, vocab_size=vocab_size, **overrides
+        )
+    except ValueError as error:
+        raise ValueError(f"config.model: {error}") from None
+
+
+def _logits(model, batch, *, deterministic, rngs):
+    extra = {name: batch[name] for name in _FEATURE_ARGS if name in batch}
+    return model(
+        batch["encoder_input_tokens"],
+        batch["decoder_input_tokens"],
+        deterministic=deterministic,
+        rngs=rngs,
+        **extra,
+    )  # [batch, targets_length, vocab]
+
+
+def _token_losses(logits, targets, z_loss: float):
+    log_z = jax.nn.logsumexp(logits, axis=-1)  # [batch, targets_length]
+    xent = log_z - jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+    return xent, z_loss * jnp.square(log_z)
+
+
+def make_loss_fn(z_loss: float):
+    """Token-mean cross-entropy over the target tokens, plus T5's optional z-loss."""
+
+    def loss_fn(model, batch, *, deterministic: bool, rngs=None):
+        logits = _logits(model, batch, deterministic=deterministic, rngs=rngs)
+        targets, weights = batch["decoder_target_tokens"], batch["decoder_loss_weights"]
+        xent, z_term = _token_losses(logits, targets, z_loss)
+        denominator = jnp.maximum(jnp.sum(weights), 1.0)
+        target_loss = jnp.sum(xent * weights) / denominator
+        loss = target_loss + jnp.sum(z_term * weights) / denominator
+        correct = (jnp.argmax(logits, -1) == targets) * weights
+        metrics = {"target_loss": target_loss, "target_accuracy": jnp.sum(correct) / denominator}
+        return loss, metrics
+
+    return loss_fn
+
+
+def eval_fn(model, batch) -> dict[str, jax.Array]:
+    logits = _logits(model, batch, deterministic=True, rngs=None)
+    targets, weights = batch["decoder_target_tokens"], batch["decoder_loss_weights"]
+    xent, _ = _token_losses(logits, targets, 0.0)
+    return {
+        "xent": jnp.sum(xent * weights),
+        "correct": jnp.sum((jnp.argmax(logits, -1) == targets) * weights),
+        "count": jnp.sum(weights),
+    }
+
+
+def finish_eval(totals: dict[str, float]) -> dict[str, float]:
+    count = max(totals["count"], 1.0)
+    return {"target_loss": totals["xent"] / count, "target_accuracy": totals["correct"] / count}
+
+
+def eval_baselines(batches: list[dict[str, np.ndarray]]) -> dict[str, float]:
+    """Entropy and majority accuracy of the held-out target tokens (context-free baselines)."""
+    targets = np.concatenate(
+        [b["decoder_target_tokens"][b["decoder_loss_weights"] > 0] for b in batches]
+    )
+    counts = np.bincount(targets)
+    probs = counts[counts > 0] / targets.size
+    return {
+        "unigram_xent": float(-(probs * np.log(probs)).sum()),
+        "majority_accuracy": float(probs.max()),
+    }
+
+
+def decode_example(model, batch, tokenizer, *, max_length: int) -> dict[str, str]:
+    """Greedy span fill of the first held-out example: input, model output and gold targets."""
+    row = {k: np.asarray(v)[:1] for k, v in batch.items()}
+    segment = row.get("encoder_segment_ids")
+    inputs = row["encoder_input_tokens"]
+    if segment is not None:  # a packed row: keep its first example only
+        inputs = np.where(segment == 1, inputs, 0)
+        targets = np.where(row["decoder_segment_ids"] == 1, row["decoder_target_tokens"], 0)
+    else:
+        targets = row["decoder_target_tokens"]
+    generated = np.asarray(model.greedy_decode(jnp.asarray(inputs), max_length))
+    return {
+        "input": tokenizer.decode(inputs[0]),
+        "prediction": tokenizer.decode(generated[0]),
+        "target": tokenizer.decode(targets[0]),
+    }
+
+
+def create_task(config: ml_collections.ConfigDict) -> Task:
+    """An encoder-decoder T5 trained on one of the paper's denoising objectives."""
+    tokenizer = Tokenizer(config.data.vocab_path, extra_ids=config.objective.get("extra_ids", 100))
+    model_cfg = model_config(config, tokenizer.vocab_size)
+    examples = T5Objective(T5DataConfig.from_config(config), tokenizer)
+    return Task(
+        tokenizer=tokenizer,
+        examples=examples,
+        model_config=model_cfg,
+        create_model=lambda rngs: models_t5.T5ForConditionalGeneration(model_cfg, rngs=rngs),
+        loss_fn=make_loss_fn(float(config.objective.get("z_loss", 0.0))),
+        eval_fn=eval_fn,
+        finish_eval=finish_eval,
+        eval_baselines=eval_baselines,
+        tokens_per_example=examples.inputs_length + examples.targets_length,
+        describe=functools.partial(
+            decode_example, tokenizer=tokenizer, max_length=examples.targets_length
+        ),
+    )

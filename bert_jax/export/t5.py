@@ -1,0 +1,286 @@
+"""T5 <-> Hugging Face ``T5ForConditionalGeneration`` conversion.
+
+One explicit table maps our ``nnx.State`` paths to Hugging Face state_dict keys.
+Dense kernels are stored ``[in, out]`` here and ``[out, in]`` in PyTorch, so
+every entry marked ``transpose`` is transposed in both directions; embeddings,
+relative-bias tables (``[buckets, heads]`` on both sides) and norm scales are not.
+
+``transformers`` is imported lazily (only ``hf_config`` needs it): exporting
+writes ``config.json`` + ``model.safetensors`` with NumPy alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+from collections.abc import Mapping
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+import safetensors.flax
+from flax import nnx
+from safetensors.numpy import save_file
+
+from bert_jax.models.t5 import T5Config, T5ForConditionalGeneration
+
+HF_ATTENTION = {"query": "q", "key": "k", "value": "v", "out": "o"}
+# HF keys that hold no extra information: tied copies of shared.weight, and a
+# cross-attention bias table some old checkpoints carry but HF never uses.
+_IGNORED_HF_KEYS = (
+    "encoder.embed_tokens.weight",
+    "decoder.embed_tokens.weight",
+    "decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight",
+)
+
+
+def _mlp_names(config: T5Config) -> tuple[str, ...]:
+    return ("wi_0", "wi_1", "wo") if config.feed_forward == "gated-gelu" else ("wi", "wo")
+
+
+def name_table(config: T5Config) -> list[tuple[str, str, bool]]:
+    """``(our path, HF key, transpose)`` for every parameter of ``config``'s model.
+
+    Our paths are '/'-joined ``nnx.State`` paths, e.g.
+    ``encoder/layers/0/self_attention/query/kernel``.
+    """
+    table = [("token_embedder/embedding", "shared.weight", False)]
+    for stack, sublayers in (
+        # (our attention name, our norm name, HF sublayer index, HF attention name)
+        ("encoder", [("self_attention", "pre_attention_norm", 0, "SelfAttention")]),
+        (
+            "decoder",
+            [
+                ("self_attention", "pre_self_attention_norm", 0, "SelfAttention"),
+                ("cross_attention", "pre_cross_attention_norm", 1, "EncDecAttention"),
+            ],
+        ),
+    ):
+        num_layers = config.num_encoder_layers if stack == "encoder" else config.num_decoder_layers
+        for i in range(num_layers):
+            ours, theirs = f"{stack}/layers/{i}", f"{stack}.block.{i}.layer"
+            for attention, norm, index, hf_attention in sublayers:
+                table.append((f"{ours}/{norm}/scale", f"{theirs}.{index}.layer_norm.weight", False))
+                for name, hf_name in HF_ATTENTION.items():
+                    table.append(
+                        (
+                            f"{ours}/{attention}/{name}/kernel",
+                            f"{theirs}.{index}.{hf_attention}.{hf_name}.weight",
+                            True,
+                        )
+                    )
+            if i == 0:
+                table.append(
+                    (
+                        f"{ours}/self_attention/relative_position_bias/embedding",
+                        f"{theirs}.0.SelfAttention.relative_attention_bias.weight",
+                        False,
+                    )
+                )
+            mlp_index = len(sublayers)
+            table.append(
+                (f"{ours}/pre_mlp_norm/scale", f"{theirs}.{mlp_index}.layer_norm.weight", False)
+            )
+            for name in _mlp_names(config):
+                table.append(
+                    (
+                        f"{ours}/mlp/{name}/kernel",
+                        f"{theirs}.{mlp_index}.DenseReluDense.{name}.weight",
+                        True,
+                    )
+                )
+        table.append((f"{stack}/final_norm/scale", f"{stack}.final_layer_norm.weight", False))
+    if not config.tie_word_embeddings:
+        table.append(("lm_head/kernel", "lm_head.weight", True))
+    return table
+
+
+def _path(path: tuple) -> str:
+    return "/".join(str(part) for part in path)
+
+
+def to_hf_state_dict(state: nnx.State, config: T5Config) -> dict[str, np.ndarray]:
+    """Our parameters as a float32 HF state_dict (``lm_head.weight`` only if untied)."""
+    values = {
+        _path(path): np.asarray(
+            variable.get_value() if hasattr(variable, "get_value") else variable
+        )
+        for path, variable in nnx.to_flat_state(state)
+    }
+    state_dict = {}
+    for ours, theirs, transpose in name_table(config):
+        if ours not in values:
+            raise KeyError(f"T5 state has no parameter {ours!r} (needed for HF key {theirs!r})")
+        value = values.pop(ours).astype(np.float32)
+        state_dict[theirs] = np.ascontiguousarray(value.T if transpose else value)
+    if values:
+        raise KeyError(f"T5 state has parameters the HF table does not map: {sorted(values)}")
+    return state_dict
+
+
+def abstract_state(config: T5Config) -> nnx.State:
+    """Shape-only state of ``config``'s model, with logical sharding metadata."""
+    return nnx.state(nnx.eval_shape(lambda: T5ForConditionalGeneration(config, rngs=nnx.Rngs(0))))
+
+
+def from_hf_state_dict(state_dict: Mapping[str, Any], config: T5Config) -> nnx.State:
+    """Builds our ``nnx.State`` (with logical sharding metadata) from an HF state_dict.
+
+    Accepts torch tensors or NumPy arrays. With tied embeddings an ``lm_head.weight``
+    is accepted if it equals ``shared.weight``; an untied config without one
+    (HF ties it in that case) reuses ``shared.weight``.
+
+    Raises:
+      KeyError: a needed key is missing or an unknown key is present.
+      ValueError: a shape does not match ``config``.
+    """
+    arrays = {key: _to_numpy(value) for key, value in state_dict.items()}
+    if "shared.weight" not in arrays and "encoder.embed_tokens.weight" in arrays:
+        arrays["shared.weight"] = arrays["encoder.embed_tokens.weight"]
+    if config.tie_word_embeddings and "lm_head.weight" in arrays:
+        lm_head = arrays.pop("lm_head.weight")
+        if not np.array_equal(lm_head, arrays.get("shared.weight")):
+            raise ValueError(
+                "HF checkpoint has an lm_head.weight different from shared.weight, but the "
+                "config ties word embeddings (v1.0); set tie_word_embeddings=False"
+            )
+    if not config.tie_word_embeddings and "lm_head.weight" not in arrays:
+        logging.warning("HF checkpoint has no lm_head.weight; using shared.weight as in HF")
+        arrays["lm_head.weight"] = arrays["shared.weight"]
+    for key in _IGNORED_HF_KEYS:
+        arrays.pop(key, None)
+
+    flat = {_path(path): (path, var) for path, var in nnx.to_flat_state(abstract_state(config))}
+    leaves = []
+    for ours, theirs, transpose in name_table(config):
+        if theirs not in arrays:
+            raise KeyError(f"HF state_dict is missing {theirs!r} (for {ours!r})")
+        value = arrays.pop(theirs)
+        value = value.T if transpose else value
+        path, variable = flat[ours]
+        expected = variable.get_value()
+        if value.shape != expected.shape:
+            raise ValueError(
+                f"HF {theirs!r} has shape {value.shape} after transpose={transpose}, "
+                f"expected {expected.shape} for {ours!r}"
+            )
+        leaves.append((path, variable.replace(jnp.asarray(value, expected.dtype))))
+    if arrays:
+        raise KeyError(f"HF state_dict has keys the T5 table does not map: {sorted(arrays)}")
+    return nnx.from_flat_state(leaves)
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    if hasattr(value, "detach"):  # torch.Tensor, without importing torch
+        value = value.detach().cpu().float().numpy()
+    return np.asarray(value)
+
+
+def hf_config_dict(config: T5Config) -> dict[str, Any]:
+    """``config.json`` contents for ``transformers.T5Config``.
+
+    ``tie_word_embeddings`` keeps its historical meaning (v1.1 = False: untied
+    lm_head, no output scaling), which every transformers version reads correctly.
+    """
+    return {
+        "architectures": ["T5ForConditionalGeneration"],
+        "model_type": "t5",
+        "vocab_size": config.vocab_size,
+        "d_model": config.d_model,
+        "d_kv": config.d_kv,
+        "d_ff": config.d_ff,
+        "num_layers": config.num_encoder_layers,
+        "num_decoder_layers": config.num_decoder_layers,
+        "num_heads": config.num_heads,
+        "relative_attention_num_buckets": config.relative_attention_num_buckets,
+        "relative_attention_max_distance": config.relative_attention_max_distance,
+        "dropout_rate": config.dropout_rate,
+        "layer_norm_epsilon": config.layer_norm_eps,
+        "initializer_factor": 1.0,
+        "feed_forward_proj": config.feed_forward,
+        "tie_word_embeddings": config.tie_word_embeddings,
+        "is_encoder_decoder": True,
+        "pad_token_id": 0,
+        "eos_token_id": 1,
+        "decoder_start_token_id": 0,
+        "torch_dtype": "float32",
+    }
+
+
+def hf_config(config: T5Config):
+    """The equivalent ``transformers.T5Config``."""
+    import transformers
+
+    fields = hf_config_dict(config)
+    for key in ("architectures", "model_type"):
+        fields.pop(key)
+    return transformers.T5Config(**fields)
+
+
+def config_from_hf(hf: Mapping[str, Any] | Any) -> T5Config:
+    """T5Config from an HF config dict (or ``transformers.T5Config``).
+
+    Raises:
+      ValueError: unsupported ``feed_forward_proj`` or missing fields.
+    """
+    if not isinstance(hf, Mapping):
+        hf = hf.to_dict()
+    feed_forward = hf.get("feed_forward_proj", "relu")
+    if feed_forward not in ("relu", "gated-gelu"):
+        raise ValueError(f"HF config feed_forward_proj={feed_forward!r}: need relu or gated-gelu")
+    # transformers >= 5 always writes tie_word_embeddings=True and records the
+    # v1.1 'no output scaling' in scale_decoder_outputs instead.
+    if "scale_decoder_outputs" in hf:
+        tied = bool(hf["scale_decoder_outputs"])
+    else:
+        tied = bool(hf.get("tie_word_embeddings", True))
+    try:
+        return T5Config(
+            vocab_size=hf["vocab_size"],
+            d_model=hf["d_model"],
+            num_heads=hf["num_heads"],
+            d_kv=hf["d_kv"],
+            d_ff=hf["d_ff"],
+            num_encoder_layers=hf["num_layers"],
+            num_decoder_layers=hf.get("num_decoder_layers") or hf["num_layers"],
+            relative_attention_num_buckets=hf.get("relative_attention_num_buckets", 32),
+            relative_attention_max_distance=hf.get("relative_attention_max_distance", 128),
+            dropout_rate=hf.get("dropout_rate", 0.1),
+            layer_norm_eps=hf.get("layer_norm_epsilon", 1e-6),
+            feed_forward=feed_forward,
+            tie_word_embeddings=tied,
+        )
+    except KeyError as missing:
+        raise ValueError(f"HF T5 config lacks field {missing}") from None
+
+
+def save_hf(state: nnx.State, config: T5Config, out_dir: str | os.PathLike) -> pathlib.Path:
+    """Writes ``config.json`` and ``model.safetensors`` loadable by transformers."""
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(hf_config_dict(config), indent=2) + "\n")
+    save_file(to_hf_state_dict(state, config), str(out / "model.safetensors"), {"format": "pt"})
+    return out
+
+
+def load_hf(path: str | os.PathLike) -> tuple[T5Config, nnx.State]:
+    """Reads an HF T5 directory (single or sharded safetensors) into our state."""
+    root = pathlib.Path(path)
+    config_file = root / "config.json"
+    if not config_file.exists():
+        raise FileNotFoundError(f"{config_file} not found")
+    config = config_from_hf(json.loads(config_file.read_text()))
+    index = root / "model.safetensors.index.json"
+    if index.exists():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    else:
+        shards = ["model.safetensors"]
+    state_dict = {}
+    for shard in shards:
+        if not (root / shard).exists():
+            raise FileNotFoundError(f"{root / shard} not found")
+        # The flax reader also handles bfloat16 checkpoints (NumPy has no bfloat16).
+        state_dict.update(safetensors.flax.load_file(str(root / shard)))
+    return config, from_hf_state_dict(state_dict, config)
