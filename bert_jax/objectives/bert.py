@@ -16,7 +16,7 @@ import optax
 
 from bert_jax.data.tokenizer import Tokenizer
 from bert_jax.models import bert as models_bert
-from bert_jax.objectives import Task
+from bert_jax.objectives import Task, baselines
 from bert_jax.objectives.masking import mask_tokens
 from bert_jax.objectives.sentence_pairs import (
     SENTENCE_PAIR_TASKS,
@@ -252,23 +252,19 @@ def finish_eval(totals: dict[str, float]) -> dict[str, float]:
     }
 
 
-def eval_baselines(batches: list[dict[str, np.ndarray]]) -> dict[str, float]:
-    """What a model that ignores context scores on the same held-out targets.
+def make_eval_baselines(config: ml_collections.ConfigDict, tokenizer: Tokenizer):
+    """Held-out batches -> the training-unigram baselines of their masked targets."""
 
-    ``unigram_xent`` is the entropy (nats) of the empirical distribution of the
-    masked target tokens -- the best cross-entropy any context-free predictor
-    can reach on them; ``majority_accuracy`` is the accuracy of always
-    predicting the most frequent target token.
-    """
-    targets = np.concatenate([b["masked_lm_ids"][b["masked_lm_weights"] > 0] for b in batches])
-    counts = np.bincount(targets)
-    probs = counts[counts > 0] / targets.size
-    labels = np.concatenate([b["pair_labels"] for b in batches])
-    return {
-        "unigram_xent": float(-(probs * np.log(probs)).sum()),
-        "majority_accuracy": float(probs.max()),
-        "pair_majority_accuracy": float(max(labels.mean(), 1 - labels.mean())),
-    }
+    def eval_baselines(batches: list[dict[str, np.ndarray]]) -> dict[str, float]:
+        targets = np.concatenate([b["masked_lm_ids"][b["masked_lm_weights"] > 0] for b in batches])
+        train_counts = baselines.training_unigram_counts(config.data, tokenizer)
+        labels = np.concatenate([b["pair_labels"] for b in batches])
+        return {
+            **baselines.unigram_baselines(train_counts, targets, tokenizer.special_ids),
+            "pair_majority_accuracy": float(max(labels.mean(), 1 - labels.mean())),
+        }
+
+    return eval_baselines
 
 
 def create_task(config: ml_collections.ConfigDict) -> Task:
@@ -284,6 +280,6 @@ def create_task(config: ml_collections.ConfigDict) -> Task:
         loss_fn=make_loss_fn(data_config.sentence_pair_task != "none"),
         eval_fn=eval_fn,
         finish_eval=finish_eval,
-        eval_baselines=eval_baselines,
+        eval_baselines=make_eval_baselines(config, tokenizer),
         tokens_per_example=data_config.max_seq_length,
     )

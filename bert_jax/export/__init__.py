@@ -1,0 +1,1 @@
+"""Conversion between our parameter trees and Hugging Face checkpoints."""

@@ -1,0 +1,1 @@
+"""Model definitions: shared Transformer blocks, BERT/ALBERT (and T5)."""

@@ -1,0 +1,370 @@
+"""BERT and ALBERT encoders with their pretraining heads.
+
+One post-LN Transformer encoder serves both models (Devlin et al. 2019; Lan et al.
+2020). ALBERT differs only by configuration:
+
+- ``embedding_size`` (E) below ``hidden_size`` (H): embeddings of size E, projected
+  to H before the first layer; the MLM head maps back to E and is tied to the
+  E-sized token table.
+- cross-layer sharing (``share_mode``): the encoder holds only as many attention /
+  feed-forward parameter sets as the mode needs and applies the same module at
+  several depths. The parameter tree stays a plain tree: nothing is referenced twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from bert_jax import sharding
+from bert_jax.models import layers
+
+SHARE_MODES = ("none", "all", "attention", "ffn")
+FLOAT_DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+    """Hyperparameters of a BERT or ALBERT model.
+
+    Attributes:
+      embedding_size: ALBERT's E; None means E = H and no E->H projection. A value
+        (even E = H) adds the projection, as every Hugging Face ALBERT has one.
+      share_mode: which parameters layers share: 'none' (BERT), 'all' (ALBERT),
+        'attention' or 'ffn' (ALBERT paper ablations; the other half is per layer).
+      num_groups: ALBERT ``num_hidden_groups``: with sharing, layer i uses
+        parameter set ``int(i / (num_layers / num_groups))``.
+      hidden_act: Hugging Face activation name; 'gelu' is the exact erf GELU.
+      dtype: activation / compute dtype (e.g. 'bfloat16'); params use param_dtype.
+    """
+
+    vocab_size: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    intermediate_size: int
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    embedding_size: int | None = None
+    share_mode: str = "none"
+    num_groups: int = 1
+    hidden_act: str = "gelu"
+    dropout_rate: float = 0.1
+    attention_dropout_rate: float = 0.1
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+
+    def __post_init__(self):
+        positive = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size")
+        positive += ("max_position_embeddings", "type_vocab_size", "num_groups")
+        for name in positive + (("embedding_size",) if self.embedding_size is not None else ()):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"BertConfig.{name} must be a positive int, got {value!r}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"BertConfig.hidden_size ({self.hidden_size}) must be divisible by "
+                f"num_heads ({self.num_heads})"
+            )
+        if self.share_mode not in SHARE_MODES:
+            raise ValueError(f"BertConfig.share_mode {self.share_mode!r} not in {SHARE_MODES}")
+        if self.share_mode == "none" and self.num_groups != 1:
+            raise ValueError("BertConfig.num_groups must be 1 when share_mode is 'none'")
+        if self.num_groups > self.num_layers:
+            raise ValueError(
+                f"BertConfig.num_groups ({self.num_groups}) exceeds num_layers ({self.num_layers})"
+            )
+        if self.hidden_act not in layers.ACTIVATIONS:
+            raise ValueError(
+                f"BertConfig.hidden_act {self.hidden_act!r} not in {sorted(layers.ACTIVATIONS)}"
+            )
+        for name in ("dropout_rate", "attention_dropout_rate"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"BertConfig.{name} must be in [0, 1), got {getattr(self, name)}")
+        for name in ("layer_norm_eps", "initializer_range"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"BertConfig.{name} must be positive, got {getattr(self, name)}")
+        for name in ("dtype", "param_dtype"):
+            if getattr(self, name) not in FLOAT_DTYPES:
+                raise ValueError(f"BertConfig.{name} {getattr(self, name)!r} not in {FLOAT_DTYPES}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def embedding_dim(self) -> int:
+        """E: the width of the embedding tables and of the MLM head."""
+        return self.hidden_size if self.embedding_size is None else self.embedding_size
+
+    def group_index(self, layer: int) -> int:
+        """Parameter group of ``layer``, exactly as Hugging Face ALBERT computes it.
+
+        The float division matters: ``layer * G // L`` differs for some (L, G), e.g.
+        L=18, G=14, layer 9, and exported checkpoints must run the same layers.
+        """
+        return int(layer / (self.num_layers / self.num_groups))
+
+    @property
+    def num_attention_sets(self) -> int:
+        return self.num_groups if self.share_mode in ("all", "attention") else self.num_layers
+
+    @property
+    def num_ffn_sets(self) -> int:
+        return self.num_groups if self.share_mode in ("all", "ffn") else self.num_layers
+
+    def attention_index(self, layer: int) -> int:
+        """Which attention parameter set ``layer`` applies."""
+        return self.group_index(layer) if self.share_mode in ("all", "attention") else layer
+
+    def ffn_index(self, layer: int) -> int:
+        """Which feed-forward parameter set ``layer`` applies."""
+        return self.group_index(layer) if self.share_mode in ("all", "ffn") else layer
+
+
+_ARCH = ("num_layers", "hidden_size", "num_heads", "intermediate_size")
+BERT_SIZES: dict[str, dict] = {
+    name: dict(zip(_ARCH, values, strict=True))
+    for name, values in {
+        "tiny": (2, 128, 2, 512),
+        "mini": (4, 256, 4, 1024),
+        "small": (4, 512, 8, 2048),
+        "base": (12, 768, 12, 3072),
+        "large": (24, 1024, 16, 4096),
+    }.items()
+}
+ALBERT_SIZES: dict[str, dict] = {
+    name: dict(zip(_ARCH, values, strict=True), embedding_size=128, share_mode="all")
+    for name, values in {
+        "tiny": (4, 256, 4, 1024),
+        "base": (12, 768, 12, 3072),
+        "large": (24, 1024, 16, 4096),
+        "xlarge": (24, 2048, 16, 8192),
+    }.items()
+}
+
+
+def sized_config(kind: str, size: str, *, vocab_size: int, **overrides) -> BertConfig:
+    """A `BertConfig` from ``BERT_SIZES`` / ``ALBERT_SIZES``; overrides win."""
+    sizes = {"bert": BERT_SIZES, "albert": ALBERT_SIZES}.get(kind)
+    if sizes is None:
+        raise ValueError(f"model kind {kind!r} not in ('bert', 'albert')")
+    if size not in sizes:
+        raise ValueError(f"unknown {kind} size {size!r}; know {sorted(sizes)}")
+    return BertConfig(vocab_size=vocab_size, **{**sizes[size], **overrides})
+
+
+def _dense(config: BertConfig, in_features: int, out_features: int, axes, rngs) -> nnx.Linear:
+    return layers.dense(
+        in_features,
+        out_features,
+        axes,
+        kernel_init=nnx.initializers.truncated_normal(stddev=config.initializer_range),
+        dtype=config.dtype,
+        param_dtype=config.param_dtype,
+        rngs=rngs,
+    )
+
+
+def _norm(config: BertConfig, features: int, rngs: nnx.Rngs) -> layers.LayerNorm:
+    return layers.LayerNorm(
+        features,
+        epsilon=config.layer_norm_eps,
+        dtype=config.dtype,
+        param_dtype=config.param_dtype,
+        rngs=rngs,
+    )
+
+
+class BertEmbeddings(nnx.Module):
+    """Token + position + segment embeddings of width E, then LayerNorm and dropout."""
+
+    def __init__(self, config: BertConfig, *, rngs: nnx.Rngs):
+        init = nnx.initializers.truncated_normal(stddev=config.initializer_range)
+        common = dict(embedding_init=init, param_dtype=config.param_dtype, rngs=rngs)
+        e = config.embedding_dim
+        self.token = layers.embed(config.vocab_size, e, ("vocab", "embed"), **common)
+        self.position = layers.embed(config.max_position_embeddings, e, (None, "embed"), **common)
+        self.segment = layers.embed(config.type_vocab_size, e, (None, "embed"), **common)
+        self.norm = _norm(config, e, rngs)
+        self.dropout = nnx.Dropout(config.dropout_rate)
+
+    def __call__(self, input_ids, segment_ids, *, deterministic, rngs) -> jax.Array:
+        length = input_ids.shape[1]
+        if length > self.position.num_embeddings:
+            raise ValueError(
+                f"sequence length {length} exceeds max_position_embeddings "
+                f"{self.position.num_embeddings}"
+            )
+        x = self.token(input_ids) + self.segment(segment_ids)  # [batch, length, E]
+        x = x + self.position.embedding[:length][None]
+        x = self.norm(x)
+        return self.dropout(x, deterministic=deterministic, rngs=rngs)
+
+
+class AttentionSublayer(nnx.Module):
+    """Post-LN self-attention: ``norm(x + dropout(attention(x)))``."""
+
+    def __init__(self, config: BertConfig, *, rngs: nnx.Rngs):
+        self.attention = layers.MultiHeadAttention(
+            config.hidden_size,
+            config.num_heads,
+            config.head_dim,
+            dropout_rate=config.attention_dropout_rate,
+            kernel_init=nnx.initializers.truncated_normal(stddev=config.initializer_range),
+            dtype=config.dtype,
+            param_dtype=config.param_dtype,
+            rngs=rngs,
+        )
+        self.norm = _norm(config, config.hidden_size, rngs)
+        self.dropout = nnx.Dropout(config.dropout_rate)
+
+    def __call__(self, x, bias, *, deterministic, rngs) -> jax.Array:
+        y = self.attention(x, bias=bias, deterministic=deterministic, rngs=rngs)
+        return self.norm(x + self.dropout(y, deterministic=deterministic, rngs=rngs))
+
+
+class FeedForwardSublayer(nnx.Module):
+    """Post-LN feed-forward: ``norm(x + dropout(wo(act(wi(x)))))``."""
+
+    def __init__(self, config: BertConfig, *, rngs: nnx.Rngs):
+        self.mlp = layers.FeedForward(
+            config.hidden_size,
+            config.intermediate_size,
+            activation_name=config.hidden_act,
+            kernel_init=nnx.initializers.truncated_normal(stddev=config.initializer_range),
+            dtype=config.dtype,
+            param_dtype=config.param_dtype,
+            rngs=rngs,
+        )
+        self.norm = _norm(config, config.hidden_size, rngs)
+        self.dropout = nnx.Dropout(config.dropout_rate)
+
+    def __call__(self, x, *, deterministic, rngs) -> jax.Array:
+        y = self.mlp(x, deterministic=deterministic, rngs=rngs)
+        return self.norm(x + self.dropout(y, deterministic=deterministic, rngs=rngs))
+
+
+class BertModel(nnx.Module):
+    """The encoder and pooler without pretraining heads (like Hugging Face ``BertModel``)."""
+
+    def __init__(self, config: BertConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        self.embeddings = BertEmbeddings(config, rngs=rngs)
+        self.embedding_projection = nnx.data(None)  # E = H: nothing to project
+        if config.embedding_size is not None:
+            self.embedding_projection = _dense(
+                config, config.embedding_size, config.hidden_size, (None, "embed"), rngs
+            )
+        self.attention_sublayers = nnx.List(
+            [AttentionSublayer(config, rngs=rngs) for _ in range(config.num_attention_sets)]
+        )
+        self.ffn_sublayers = nnx.List(
+            [FeedForwardSublayer(config, rngs=rngs) for _ in range(config.num_ffn_sets)]
+        )
+        self.pooler = _dense(config, config.hidden_size, config.hidden_size, ("embed", "mlp"), rngs)
+
+    def __call__(
+        self,
+        input_ids: jax.Array,
+        segment_ids: jax.Array,
+        input_mask: jax.Array,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
+    ) -> tuple[jax.Array, jax.Array]:
+        """Encodes int ``[batch, length]`` inputs (``input_mask``: 1 real, 0 padding).
+
+        Returns:
+          ``(sequence_output [batch, length, H], pooled [batch, H])``; pooled is
+          ``tanh(dense(sequence_output[:, 0]))``, the [CLS] position.
+        """
+        config = self.config
+        dropout = config.dropout_rate > 0 or config.attention_dropout_rate > 0
+        if not deterministic and rngs is None and dropout:
+            raise ValueError("deterministic=False needs rngs=nnx.Rngs(dropout=key)")
+        x = self.embeddings(input_ids, segment_ids, deterministic=deterministic, rngs=rngs)
+        if self.embedding_projection is not None:
+            x = self.embedding_projection(x)  # [batch, length, H]
+        x = sharding.constrain(x, ("batch", "length", "embed"))
+        # Padding keys get a very negative logit; padded queries still attend (as BERT).
+        bias = layers.mask_to_bias(input_mask[:, None, None, :] > 0)  # [batch, 1, 1, length]
+        for layer in range(config.num_layers):
+            attention = self.attention_sublayers[config.attention_index(layer)]
+            x = attention(x, bias, deterministic=deterministic, rngs=rngs)
+            x = sharding.constrain(x, ("batch", "length", "embed"))
+            ffn = self.ffn_sublayers[config.ffn_index(layer)]
+            x = ffn(x, deterministic=deterministic, rngs=rngs)
+            x = sharding.constrain(x, ("batch", "length", "embed"))
+        pooled = jnp.tanh(self.pooler(x[:, 0]))  # [batch, H]
+        return x, pooled
+
+
+class BertForPreTraining(nnx.Module):
+    """BERT / ALBERT with the masked-LM head and the NSP / SOP sentence-pair head."""
+
+    def __init__(self, config: BertConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        self.encoder = BertModel(config, rngs=rngs)
+        e = config.embedding_dim
+        self.mlm_transform = _dense(config, config.hidden_size, e, ("embed", None), rngs)
+        self.mlm_norm = _norm(config, e, rngs)
+        zeros = nnx.with_partitioning(nnx.initializers.zeros_init(), ("vocab",))
+        self.mlm_bias = nnx.Param(zeros(rngs.params(), (config.vocab_size,), config.param_dtype))
+        self.pair_classifier = _dense(config, config.hidden_size, 2, ("embed", None), rngs)
+
+    def encode(self, input_ids, segment_ids, input_mask, *, deterministic=True, rngs=None):
+        """``(sequence_output [batch, length, H], pooled [batch, H])``; see `BertModel`."""
+        return self.encoder(
+            input_ids, segment_ids, input_mask, deterministic=deterministic, rngs=rngs
+        )
+
+    def __call__(
+        self,
+        input_ids: jax.Array,
+        segment_ids: jax.Array,
+        input_mask: jax.Array,
+        masked_lm_positions: jax.Array | None = None,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
+    ) -> tuple[jax.Array, jax.Array]:
+        """Pretraining logits.
+
+        Args:
+          input_ids, segment_ids, input_mask: int ``[batch, length]``.
+          masked_lm_positions: int ``[batch, predictions]``; when given, only these
+            positions go through the MLM head.
+          deterministic: False enables dropout, which then needs ``rngs``.
+          rngs: ``nnx.Rngs(dropout=key)``.
+
+        Returns:
+          Float32 ``(mlm_logits [batch, predictions or length, vocab], pair_logits
+          [batch, 2])``.
+        """
+        sequence, pooled = self.encode(
+            input_ids, segment_ids, input_mask, deterministic=deterministic, rngs=rngs
+        )
+        if masked_lm_positions is not None:
+            index = masked_lm_positions[:, :, None].astype(jnp.int32)
+            sequence = jnp.take_along_axis(sequence, index, axis=1)  # [batch, predictions, H]
+        hidden = layers.activation(self.config.hidden_act)(self.mlm_transform(sequence))
+        hidden = self.mlm_norm(hidden)  # [batch, predictions, E]
+        table = self.encoder.embeddings.token.embedding[...]
+        mlm_logits = layers.tied_logits(hidden, table) + self.mlm_bias[...].astype(jnp.float32)
+        pair_logits = self.pair_classifier(pooled).astype(jnp.float32)  # [batch, 2]
+        return mlm_logits, pair_logits
+
+
+def count_params(model_or_state: nnx.Module | nnx.State) -> int:
+    """Number of parameters of a model or state; works on `nnx.eval_shape` results."""
+    state = model_or_state
+    if isinstance(model_or_state, nnx.Module):
+        state = nnx.state(model_or_state, nnx.Param)
+    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(state))
