@@ -37,15 +37,7 @@ def corpus_dir() -> pathlib.Path:
 
 def tiny_bert_config(tmp_path=None, **overrides):
     """configs/bert.py:runlocal with absolute data paths and a very small model."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bert_recipe", REPO_ROOT / "configs" / "bert.py")
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
-    config = recipe.get_config("runlocal")
-    config.data.train_pattern = str(CORPUS_DIR / "c4-train.*.json.gz")
-    config.data.eval_pattern = str(CORPUS_DIR / "c4-validation.*.json.gz")
-    config.data.vocab_path = str(VOCAB_PATH)
+    config = load_recipe("bert")
     config.data.max_seq_length = 64
     config.objective.max_predictions_per_seq = 10
     config.model.hidden_size = 32
@@ -62,3 +54,19 @@ def tiny_bert_config(tmp_path=None, **overrides):
 
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def load_recipe(name: str, arg: str = "runlocal"):
+    """configs/NAME.py:ARG with the embedded corpus and vocabulary as absolute paths."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        f"{name}_recipe", REPO_ROOT / "configs" / f"{name}.py"
+    )
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    config = recipe.get_config(arg)
+    config.data.train_pattern = str(CORPUS_DIR / "c4-train.*.json.gz")
+    config.data.eval_pattern = str(CORPUS_DIR / "c4-validation.*.json.gz")
+    config.data.vocab_path = str(VOCAB_PATH)
+    return config

@@ -1,0 +1,80 @@
+"""``bert-jax evaluate``: score the latest checkpoint of a workdir on held-out data.
+
+For the BERT family this is the ALBERT paper's intrinsic cross-evaluation
+(Lan et al., Table 5): the one sentence-pair head of the checkpoint is scored
+on next-sentence pairs (random next segment from another document) *and* on
+sentence-order pairs (two consecutive segments, swapped half the time), beside
+the masked-LM accuracy. T5 checkpoints report target loss and accuracy.
+Results are printed and written to ``WORKDIR/evaluate.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import jax
+import ml_collections
+
+from bert_jax import objectives, optim, sharding, train
+from bert_jax.checkpoint import Checkpointer
+
+PAIR_TASKS = ("nsp", "sop")
+
+
+def restore_params(config: ml_collections.ConfigDict, workdir: str, task: objectives.Task, mesh):
+    """Graph definition, parameters and step of the latest checkpoint in ``workdir``."""
+    rules = sharding.validate_rules(config.mesh.axis_rules)
+    tx, _ = optim.create_optimizer(config.optim, config.train.num_steps)
+    graphdef, abs_state, _ = train.abstract_train_state(task, tx, config.seed)
+    shardings = train.state_shardings(abs_state, mesh, rules)
+    directory = os.path.join(workdir, "checkpoints")
+    checkpointer = Checkpointer(
+        directory, keep=config.train.keep_checkpoints, model_config=task.model_config
+    )
+    step = checkpointer.latest_step()
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint in {directory}: run `bert-jax pretrain` first")
+    state = checkpointer.restore_state(step, train.with_shardings(abs_state, shardings))
+    checkpointer.close()
+    return graphdef, state.params, step
+
+
+def _variant(config: ml_collections.ConfigDict, pair_task: str) -> ml_collections.ConfigDict:
+    variant = ml_collections.ConfigDict(config.to_dict())
+    variant.objective.sentence_pair_task = pair_task
+    return variant
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+    """Scores the latest checkpoint; see the module docstring."""
+    mesh = sharding.create_mesh(config.mesh.shape)
+    rules = sharding.validate_rules(config.mesh.axis_rules)
+    task = objectives.get_task(config)
+    with sharding.use_mesh(mesh, rules):
+        graphdef, params, step = restore_params(config, workdir, task, mesh)
+        data_sharding = sharding.data_sharding(mesh, rules)
+        eval_step = jax.jit(train.make_eval_step(task, graphdef))
+        results: dict[str, float] = {"step": step}
+        if config.model.name in ("bert", "albert"):
+            for pair_task in PAIR_TASKS:
+                variant = _variant(config, pair_task)
+                variant_task = objectives.get_task(variant)
+                batches = train.eval_batches(variant, variant_task, config.train.eval_batches)
+                metrics = train.evaluate(eval_step, params, batches, data_sharding, variant_task)
+                results[f"{pair_task}_accuracy"] = metrics["pair_accuracy"]
+                results[f"mlm_accuracy_on_{pair_task}_pairs"] = metrics["mlm_accuracy"]
+                results[f"mlm_loss_on_{pair_task}_pairs"] = metrics["mlm_loss"]
+        else:
+            batches = train.eval_batches(config, task, config.train.eval_batches)
+            results.update(train.evaluate(eval_step, params, batches, data_sharding, task))
+    logging.info("evaluation of %s at step %d: %s", workdir, step, results)
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "evaluate.json"), "w") as f:
+            json.dump(results, f, indent=2)
+        for key, value in results.items():
+            print(
+                f"{key:<28}{value:>10.4f}" if isinstance(value, float) else f"{key:<28}{value:>10}"
+            )
+    return results
