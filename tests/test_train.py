@@ -32,15 +32,20 @@ def test_runlocal_trains_evaluates_and_checkpoints(tmp_path, vocab_path, corpus_
     assert train_steps == [1, 2, 3, 4]
     assert all(r["tokens_per_sec"] > 0 for r in records if r["split"] == "train" and r["step"] > 1)
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == ["2", "4"]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [
+        "2",
+        "4",
+    ]
 
 
 def test_resume_gives_bit_identical_parameters(tmp_path, vocab_path, corpus_dir):
-    config = tiny_bert_config(**{
-        "train.num_steps": 6,
-        "train.checkpoint_every": 100,
-        "model.dropout_rate": 0.1,  # dropout keys must follow the step too
-    })
+    config = tiny_bert_config(
+        **{
+            "train.num_steps": 6,
+            "train.checkpoint_every": 100,
+            "model.dropout_rate": 0.1,  # dropout keys must follow the step too
+        }
+    )
     straight = train.train_and_evaluate(config, str(tmp_path / "straight"))
     first = train.train_and_evaluate(config, str(tmp_path / "resumed"), stop_at=3)
     assert first["step"] == 3
@@ -85,11 +90,20 @@ def test_checkpoint_of_another_model_is_refused(tmp_path, vocab_path, corpus_dir
 def test_cli_reports_config_typo_by_name(tmp_path, vocab_path):
     proc = subprocess.run(
         [
-            sys.executable, "-m", "bert_jax.main", "pretrain",
-            "--config", "configs/bert.py:runlocal", "--config.optim.learnin_rate=1e-3",
-            "--workdir", str(tmp_path),
+            sys.executable,
+            "-m",
+            "bert_jax.main",
+            "pretrain",
+            "--config",
+            "configs/bert.py:runlocal",
+            "--config.optim.learnin_rate=1e-3",
+            "--workdir",
+            str(tmp_path),
         ],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode != 0
     assert "learnin_rate" in proc.stderr
@@ -132,17 +146,23 @@ print("RESULT" + json.dumps(out))
 def _run_devices(tmp_path, count, mesh_shape, restore_shape=None):
     workdir = str(tmp_path / f"devices{count}")
     script = SHARDED_SCRIPT.format(
-        tests_dir=str(REPO_ROOT / "tests"), mesh_shape=mesh_shape, workdir=workdir,
+        tests_dir=str(REPO_ROOT / "tests"),
+        mesh_shape=mesh_shape,
+        workdir=workdir,
         restore_shape=restore_shape,
     )
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={count}"}
     proc = subprocess.run(
-        [sys.executable, "-c", script], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+        [sys.executable, "-c", script],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT"))
-    return json.loads(line[len("RESULT"):])
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
+    return json.loads(line[len("RESULT") :])
 
 
 @pytest.mark.slow

@@ -222,9 +222,9 @@ def test_bfloat16_compute_keeps_float32_params_and_logits(model):
 
 def test_jit_under_a_mesh_with_logical_rules(model):
     mesh = sharding.create_mesh((1, 1, -1))
-    # Activations are ('batch', 'length', 'embed'); batch must not reuse embed's mesh
-    # axis, so this test maps batch to 'data' only.
-    rules = [(name, "data" if name == "batch" else axes) for name, axes in sharding.DEFAULT_RULES]
+    # Activations ('batch', 'length', 'embed') with batch on ('data', 'fsdp') keep embed
+    # replicated: a mesh axis is used once per spec (sharding.logical_to_mesh).
+    rules = sharding.DEFAULT_RULES
     graphdef, state = nnx.split(model)
 
     @jax.jit
