@@ -139,10 +139,15 @@ BERT_SIZES: dict[str, dict] = {
         "large": (24, 1024, 16, 4096),
     }.items()
 }
+# ALBERT uses E=128 at every published size; tiny (ours, for CPU runs) uses E=64 < H=128.
 ALBERT_SIZES: dict[str, dict] = {
-    name: dict(zip(_ARCH, values, strict=True), embedding_size=128, share_mode="all")
+    name: dict(
+        zip(_ARCH, values, strict=True),
+        embedding_size=64 if name == "tiny" else 128,
+        share_mode="all",
+    )
     for name, values in {
-        "tiny": (4, 256, 4, 1024),
+        "tiny": (4, 128, 2, 512),
         "base": (12, 768, 12, 3072),
         "large": (24, 1024, 16, 4096),
         "xlarge": (24, 2048, 16, 8192),
