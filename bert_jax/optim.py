@@ -58,17 +58,10 @@ def create_optimizer(
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """The optax chain named by ``config.optim.name`` with clipping."""
     schedule = create_schedule(optim, num_steps)
-    if optim.name == "adamw":
-        tx = optax.adamw(
-            schedule,
-            b1=optim.b1,
-            b2=optim.b2,
-            eps=optim.eps,
-            weight_decay=optim.weight_decay,
-            mask=_decay_mask,
-        )
-    elif optim.name == "lamb":
-        tx = optax.lamb(
+    if optim.name in ("adamw", "lamb"):
+        # LAMB is AdamW with a per-layer trust ratio; both take the same arguments.
+        make = optax.adamw if optim.name == "adamw" else optax.lamb
+        tx = make(
             schedule,
             b1=optim.b1,
             b2=optim.b2,
