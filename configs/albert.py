@@ -53,10 +53,14 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
     recipe = args.get("recipe", "cpu")
     if recipe == "cpu":
-        config.train.batch_size = 32
-        config.train.num_steps = 3000
+        # Short segments make sentence order learnable by a tiny model in minutes:
+        # at length 128 held-out SOP accuracy stays near chance for 10k+ steps.
+        config.data.max_seq_length = 64
+        config.objective.max_predictions_per_seq = 10
+        config.train.batch_size = 64
+        config.train.num_steps = 2500
         config.train.eval_every = 500
-        config.train.checkpoint_every = 1000
+        config.train.checkpoint_every = 500
         config.optim.learning_rate = 5e-3
         config.optim.warmup_steps = 200
     elif recipe == "paper":

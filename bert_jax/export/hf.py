@@ -1,0 +1,239 @@
+"""``bert-jax export`` and its inverse: whole Hugging Face directories <-> our checkpoints.
+
+`export_checkpoint` restores the latest checkpoint of a workdir and writes a
+directory that ``transformers`` loads offline with its Auto classes:
+
+  bert   -> BertForPreTraining          (AutoModelForPreTraining)
+  albert -> AlbertForPreTraining        (AutoModelForPreTraining)
+  t5     -> T5ForConditionalGeneration  (AutoModelForSeq2SeqLM)
+
+plus ``config.json``, ``model.safetensors`` and the tokenizer: our sentencepiece
+model as ``spiece.model`` and a ``tokenizer.json`` (with ``tokenizer_config.json``)
+for ``AutoTokenizer``. The tokenizer class is transformers' generic
+``TokenizersBackend``, not ``AlbertTokenizer`` / ``T5Tokenizer`` / ``BertTokenizer``:
+BertTokenizer is WordPiece-only, and in transformers 5 the ALBERT and T5 classes
+rebuild their pipeline without sentencepiece's byte fallback (ALBERT also fixes
+unk_id=1, our </s>), so every character outside the vocabulary would get a wrong
+id. The tokenizer.json built from the sentencepiece proto encodes like
+``SentencePieceProcessor.encode``, then adds the model's special tokens:
+``[CLS] ... [SEP]`` (ids 3, 4) for BERT/ALBERT, ``... </s>`` (id 1) for T5, whose
+``<extra_id_i>`` sentinels are ids ``vocab_size - 1 - i`` as in our Tokenizer.
+Known differences from our Tokenizer: a literal ``[MASK]`` in the text loses the
+``▁`` sentencepiece puts before it, and rare exact score ties between two
+segmentations may break the other way.
+
+`import_hf` reads a Hugging Face BERT, ALBERT or T5 directory (e.g. a released
+Google checkpoint) into our parameters, after checking it fits the run config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+
+import jax
+import ml_collections
+from flax import nnx
+
+from bert_jax import evaluate, objectives, sharding
+from bert_jax.data.tokenizer import Tokenizer
+from bert_jax.export import bert as export_bert
+from bert_jax.export import t5 as export_t5
+from bert_jax.models.bert import BertConfig
+from bert_jax.models.t5 import T5Config
+
+KINDS = ("bert", "albert", "t5")
+# Hyperparameters that do not change what a checkpoint computes at inference.
+_TRAINING_ONLY_FIELDS = {
+    "dropout_rate",
+    "attention_dropout_rate",
+    "dtype",
+    "param_dtype",
+    "initializer_range",
+}
+
+
+def export_checkpoint(config: ml_collections.ConfigDict, workdir: str, out_dir: str) -> str:
+    """Writes the latest checkpoint of ``workdir`` as a Hugging Face directory.
+
+    Args:
+      config: the run config the checkpoint was trained with (configs/*.py).
+      workdir: the pretraining workdir (its ``checkpoints/`` are read).
+      out_dir: created if needed; existing files of the same names are replaced.
+
+    Returns:
+      ``out_dir``.
+
+    Raises:
+      FileNotFoundError: ``workdir`` has no checkpoint.
+      ValueError: the checkpoint was written for another model (see Checkpointer).
+    """
+    kind = _kind(config.model.name, "config.model.name")
+    if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+        raise FileNotFoundError(
+            f"no checkpoint in workdir {workdir!r}: run `bert-jax pretrain` with --workdir first"
+        )
+    mesh = sharding.create_mesh(config.mesh.shape)
+    task = objectives.get_task(config)
+    with sharding.use_mesh(mesh, config.mesh.axis_rules):
+        _, params, step = evaluate.restore_params(config, workdir, task, mesh)
+    if jax.process_count() > 1:  # parameters may be sharded over hosts: gather them
+        from jax.experimental import multihost_utils
+
+        params = multihost_utils.process_allgather(params, tiled=True)
+    if jax.process_index() == 0:
+        export_params(params, task.model_config, kind, task.tokenizer, out_dir)
+        logging.info("exported %s step %d of %s to %s", kind, step, workdir, out_dir)
+    return out_dir
+
+
+def export_params(
+    params: nnx.State,
+    model_config: BertConfig | T5Config,
+    kind: str,
+    tokenizer: Tokenizer,
+    out_dir: str,
+) -> None:
+    """Writes config.json, model.safetensors and the tokenizer files of ``params``."""
+    _kind(kind, "kind")
+    if kind == "t5":
+        export_t5.save_hf(params, model_config, out_dir)
+    else:
+        # ALBERT's convention: [CLS] begins and [SEP] ends a sequence.
+        export_bert.save_hf(
+            params,
+            model_config,
+            kind,
+            out_dir,
+            pad_token_id=tokenizer.pad_id,
+            bos_token_id=tokenizer.cls_id,
+            eos_token_id=tokenizer.sep_id,
+        )
+    max_length = None if kind == "t5" else model_config.max_position_embeddings
+    save_tokenizer(tokenizer, kind, out_dir, model_max_length=max_length)
+
+
+def save_tokenizer(
+    tokenizer: Tokenizer, kind: str, out_dir: str, *, model_max_length: int | None = None
+) -> None:
+    """Writes spiece.model, tokenizer.json and tokenizer_config.json (see module docstring)."""
+    from tokenizers import processors
+    from transformers.convert_slow_tokenizer import SentencePieceExtractor, SpmConverter
+    from transformers.tokenization_utils_tokenizers import TokenizersBackend
+
+    proto = SentencePieceExtractor(tokenizer.model_path).proto
+    vocab = [(piece.piece, piece.score) for piece in proto.pieces]
+    # Normalizer, pre-tokenizer, byte fallback and user-defined pieces follow the proto.
+    backend = SpmConverter.build_tokenizer_from_spm_proto(proto, vocab)
+    if backend is None:
+        raise ValueError(f"{tokenizer.model_path}: not a unigram sentencepiece model")
+    special = dict(unk_token=tokenizer.id_to_piece(tokenizer.unk_id))
+    special["pad_token"] = tokenizer.id_to_piece(tokenizer.pad_id)
+    if kind == "t5":
+        eos = tokenizer.id_to_piece(tokenizer.eos_id)
+        backend.post_processor = processors.TemplateProcessing(
+            single=f"$A:0 {eos}:0",
+            pair=f"$A:0 {eos}:0 $B:1 {eos}:1",
+            special_tokens=[(eos, tokenizer.eos_id)],
+        )
+        # Added in this order they get ids spm_size.. : <extra_id_i> = vocab_size - 1 - i.
+        sentinels = [f"<extra_id_{i}>" for i in reversed(range(tokenizer.extra_ids))]
+        special.update(eos_token=eos, extra_special_tokens=sentinels)
+    else:
+        cls, sep = tokenizer.id_to_piece(tokenizer.cls_id), tokenizer.id_to_piece(tokenizer.sep_id)
+        backend.post_processor = processors.TemplateProcessing(
+            single=f"{cls}:0 $A:0 {sep}:0",
+            pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+            special_tokens=[(cls, tokenizer.cls_id), (sep, tokenizer.sep_id)],
+        )
+        mask = tokenizer.id_to_piece(tokenizer.mask_id)
+        special.update(cls_token=cls, sep_token=sep, mask_token=mask, bos_token=cls, eos_token=sep)
+        # Sentence pairs need their segment ids, as from BertTokenizer / AlbertTokenizer.
+        special["model_input_names"] = ["input_ids", "token_type_ids", "attention_mask"]
+    if model_max_length is not None:
+        special["model_max_length"] = model_max_length
+    hf_tokenizer = TokenizersBackend(tokenizer_object=backend, **special)
+    if len(hf_tokenizer) != tokenizer.vocab_size:
+        raise ValueError(
+            f"Hugging Face tokenizer has {len(hf_tokenizer)} ids, ours {tokenizer.vocab_size}"
+        )
+    hf_tokenizer.save_pretrained(out_dir)
+    shutil.copyfile(tokenizer.model_path, os.path.join(out_dir, "spiece.model"))
+
+
+def read_hf_config(hf_dir: str) -> tuple[str, dict]:
+    """``(model_type, fields)`` of ``hf_dir/config.json``; model_type is one of `KINDS`."""
+    config_path = os.path.join(hf_dir, "config.json")
+    if not os.path.exists(config_path):
+        raise FileNotFoundError(f"{config_path} not found: not a Hugging Face model directory")
+    with open(config_path) as f:
+        fields = json.load(f)
+    return _kind(fields.get("model_type"), f"{config_path} model_type"), fields
+
+
+def import_hf(hf_dir: str, config: ml_collections.ConfigDict | BertConfig | T5Config) -> nnx.State:
+    """Our parameters from a Hugging Face BERT / ALBERT / T5 directory.
+
+    BERT and ALBERT give `BertForPreTraining` params (pretraining heads the
+    directory lacks keep a fresh initialisation), T5 gives
+    `T5ForConditionalGeneration` params.
+
+    Args:
+      hf_dir: holds config.json and model.safetensors (or pytorch_model.bin for BERT).
+      config: the run config the params must fit (its model is built as
+        ``objectives.get_task(config)`` builds it), or that model config itself.
+
+    Raises:
+      ValueError: the model type or an architecture field (vocab_size,
+        hidden_size, num_layers, ...) differs from ``config``; all differing
+        fields are named. Dropout, dtypes and initializer range may differ.
+    """
+    kind, hf_fields = read_hf_config(hf_dir)
+    if isinstance(config, ml_collections.ConfigDict):
+        wanted = _kind(config.model.name, "config.model.name")
+        if wanted != kind:
+            raise ValueError(
+                f"config.model.name={wanted!r} but {hf_dir}/config.json has model_type {kind!r}"
+            )
+        expected = objectives.get_task(config).model_config
+    else:
+        expected = config
+    # Check the architecture before reading (possibly gigabytes of) weights.
+    if kind == "t5":
+        check_fits(export_t5.config_from_hf(hf_fields), expected, origin=hf_dir)
+        _, state = export_t5.load_hf(hf_dir)
+    else:
+        check_fits(export_bert.config_from_hf(hf_fields, kind), expected, origin=hf_dir)
+        _, state = export_bert.load_hf(hf_dir, kind)
+    return state
+
+
+def check_fits(
+    loaded: BertConfig | T5Config, expected: BertConfig | T5Config, *, origin: str
+) -> None:
+    """Raises ValueError naming every architecture field where the two configs differ."""
+    if type(loaded) is not type(expected):
+        raise ValueError(
+            f"{origin} holds a {type(loaded).__name__} model, the config is a "
+            f"{type(expected).__name__}"
+        )
+    diffs = [
+        f"{field.name}: {origin}={getattr(loaded, field.name)!r} "
+        f"config={getattr(expected, field.name)!r}"
+        for field in dataclasses.fields(expected)
+        if field.name not in _TRAINING_ONLY_FIELDS
+        and getattr(loaded, field.name) != getattr(expected, field.name)
+    ]
+    if diffs:
+        raise ValueError(
+            f"the Hugging Face model in {origin} does not fit the config: {'; '.join(diffs)}"
+        )
+
+
+def _kind(name: str | None, where: str) -> str:
+    if name not in KINDS:
+        raise ValueError(f"{where}={name!r}: export/import supports {KINDS}")
+    return name

@@ -1,0 +1,241 @@
+"""`bert-jax export` end to end: pretrain a few steps, export, load with transformers offline.
+
+For BERT, ALBERT and T5 the exported directory must load with the Auto classes
+and AutoTokenizer, give the logits of our model on the same inputs, and
+tokenize like our Tokenizer; `import_hf` must read it back.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import gzip
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # before transformers is imported: nothing may be fetched
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import REPO_ROOT, load_recipe, tiny_bert_config
+from flax import nnx
+
+from bert_jax import objectives, train
+from bert_jax.export import hf
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+safetensors_numpy = pytest.importorskip("safetensors.numpy")
+
+pytestmark = pytest.mark.slow
+TOLERANCE = 1e-4
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "In 1994, Benoît Lecomte swam 5,980 km across the Atlantic \u2014 naïve? No: 🙂",
+]
+HF_CLASSES = {
+    "bert": ("AutoModelForPreTraining", "BertForPreTraining"),
+    "albert": ("AutoModelForPreTraining", "AlbertForPreTraining"),
+    "t5": ("AutoModelForSeq2SeqLM", "T5ForConditionalGeneration"),
+}
+# The smallest models the recipes allow: a few steps of each compile in seconds.
+TINY = {
+    "bert": {},
+    "albert": {
+        "model.hidden_size": 32,
+        "model.num_heads": 2,
+        "model.intermediate_size": 64,
+        "model.embedding_size": 16,
+        "model.num_layers": 3,
+        "data.max_seq_length": 64,
+        "objective.max_predictions_per_seq": 10,
+    },
+    "t5": {
+        "model.d_model": 32,
+        "model.num_heads": 2,
+        "model.d_ff": 64,
+        "model.num_encoder_layers": 2,
+        "model.num_decoder_layers": 2,
+        "data.max_seq_length": 64,
+    },
+}
+
+
+def tiny_config(kind: str):
+    config = tiny_bert_config() if kind == "bert" else load_recipe(kind)
+    for dotted, value in TINY[kind].items():
+        section, field = dotted.split(".")
+        config[section][field] = value
+    return config
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory, vocab_path, corpus_dir):
+    """kind -> (config, workdir, params after the checkpointed step), pretrained on first use."""
+    runs = {}
+
+    def get(kind: str):
+        if kind not in runs:
+            config = tiny_config(kind)
+            workdir = str(tmp_path_factory.mktemp(f"{kind}_workdir"))
+            result = train.train_and_evaluate(config, workdir, stop_at=2)  # checkpoint at 2
+            assert result["step"] == 2
+            runs[kind] = (config, workdir, result["state"].params)
+        return runs[kind]
+
+    return get
+
+
+def our_model(config, params):
+    """The task and a jitted ``(*inputs) -> outputs`` of our model with ``params``."""
+    task = objectives.get_task(config)
+    graphdef, _ = nnx.split(nnx.eval_shape(lambda: task.create_model(nnx.Rngs(0))), nnx.Param)
+    # One compile is faster than running the model op by op.
+    forward = jax.jit(lambda params, *inputs: nnx.merge(graphdef, params)(*inputs))
+    return task, functools.partial(forward, params)
+
+
+def compare_bert(model, hf_model, hf_tokenizer, kind) -> float:
+    batch = hf_tokenizer(SENTENCES, SENTENCES[::-1], padding=True, return_tensors="np")
+    ours = model(
+        jnp.asarray(batch["input_ids"]),
+        jnp.asarray(batch["token_type_ids"]),
+        jnp.asarray(batch["attention_mask"]),
+    )
+    with torch.no_grad():
+        out = hf_model(**{k: torch.tensor(v) for k, v in batch.items()})
+    pair = out.seq_relationship_logits if kind == "bert" else out.sop_logits
+    theirs = (out.prediction_logits.numpy(), pair.numpy())
+    return max(float(np.abs(np.asarray(a) - b).max()) for a, b in zip(ours, theirs, strict=True))
+
+
+def compare_t5(model, hf_model, hf_tokenizer) -> float:
+    inputs = hf_tokenizer(SENTENCES, padding=True, return_tensors="np")
+    targets = hf_tokenizer(SENTENCES[::-1], padding=True, return_tensors="np")["input_ids"]
+    decoder_inputs = np.pad(targets, ((0, 0), (1, 0)))[:, :-1]  # shift right; 0 starts
+    ours = model(jnp.asarray(inputs["input_ids"]), jnp.asarray(decoder_inputs))
+    with torch.no_grad():
+        out = hf_model(
+            input_ids=torch.tensor(inputs["input_ids"]),
+            attention_mask=torch.tensor(inputs["attention_mask"]),
+            decoder_input_ids=torch.tensor(decoder_inputs),
+        )
+    return float(np.abs(np.asarray(ours) - out.logits.numpy()).max())
+
+
+@pytest.mark.parametrize("kind", ["bert", "albert", "t5"])
+def test_export_loads_offline_with_identical_outputs(kind, pretrained, tmp_path):
+    config, workdir, params = pretrained(kind)
+    out_dir = hf.export_checkpoint(config, workdir, str(tmp_path / "hf"))
+    assert {"config.json", "model.safetensors", "spiece.model", "tokenizer.json"} <= set(
+        os.listdir(out_dir)
+    )
+
+    auto_class, model_class = HF_CLASSES[kind]
+    hf_model, info = getattr(transformers, auto_class).from_pretrained(
+        out_dir, output_loading_info=True
+    )
+    assert type(hf_model).__name__ == model_class
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    hf_tokenizer = transformers.AutoTokenizer.from_pretrained(out_dir)
+    task, model = our_model(config, params)
+    tokenizer = task.tokenizer
+
+    # Tokenizer: our ids wrapped in the model's special tokens; the special ids agree.
+    for sentence in SENTENCES:
+        ids = tokenizer.encode(sentence).tolist()
+        expected = ids + [1] if kind == "t5" else [3, *ids, 4]
+        assert hf_tokenizer(sentence)["input_ids"] == expected, sentence
+    # Whole held-out documents too (about 36k tokens; on the training shards only one
+    # float32 score tie, '▁Or an' vs '▁O ran', splits differently).
+    documents = []
+    for path in sorted(glob.glob(config.data.eval_pattern)):
+        with gzip.open(path, "rt") as lines:
+            documents += [json.loads(line)["text"] for line in lines]
+    encoded = hf_tokenizer(documents)["input_ids"]
+    for document, ids in zip(documents, encoded, strict=True):
+        ours = tokenizer.encode(document).tolist()
+        assert ids == (ours + [1] if kind == "t5" else [3, *ours, 4]), document[:80]
+    assert len(hf_tokenizer) == tokenizer.vocab_size
+    assert (hf_tokenizer.pad_token_id, hf_tokenizer.unk_token_id) == (0, 2)
+    if kind == "t5":
+        assert hf_tokenizer.eos_token_id == 1
+        assert hf_model.config.decoder_start_token_id == 0
+        for i in (0, 99):
+            assert hf_tokenizer.convert_tokens_to_ids(f"<extra_id_{i}>") == tokenizer.sentinel_id(i)
+    else:
+        special = ("cls", "sep", "mask")
+        assert [getattr(hf_tokenizer, f"{s}_token_id") for s in special] == [3, 4, 5]
+        assert (hf_model.config.bos_token_id, hf_model.config.eos_token_id) == (3, 4)
+
+    # Outputs: the same logits on the same ids.
+    hf_model.eval()
+    if kind == "t5":
+        diff = compare_t5(model, hf_model, hf_tokenizer)
+    else:
+        diff = compare_bert(model, hf_model, hf_tokenizer, kind)
+    print(f"{kind}: max |logit diff| ours vs transformers {diff:.2e}")
+    assert diff < TOLERANCE
+
+    # And back: import_hf gives the checkpoint's parameters.
+    imported = hf.import_hf(out_dir, config)
+    expected_leaves = jax.tree.leaves(jax.device_get(params))
+    imported_leaves = jax.tree.leaves(imported)
+    assert len(imported_leaves) == len(expected_leaves)
+    for a, b in zip(imported_leaves, expected_leaves, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), b)
+
+
+# The tiny_bert_config fields that differ from configs/bert.py:runlocal.
+FLAG_FIELDS = (
+    "data.train_pattern",
+    "data.eval_pattern",
+    "data.vocab_path",
+    "data.max_seq_length",
+    "objective.max_predictions_per_seq",
+    "model.hidden_size",
+    "model.num_heads",
+    "model.intermediate_size",
+    "model.num_layers",
+)
+
+
+def test_cli_export_writes_the_same_directory(pretrained, tmp_path):
+    config, workdir, _ = pretrained("bert")
+    api_dir = pathlib.Path(hf.export_checkpoint(config, workdir, str(tmp_path / "api")))
+    cli_dir = tmp_path / "cli"
+    flags = [f"--config.{k}={config[k.split('.')[0]][k.split('.')[1]]}" for k in FLAG_FIELDS]
+    command = [sys.executable, "-m", "bert_jax.main", "export"]
+    command += ["--config", str(REPO_ROOT / "configs" / "bert.py:runlocal"), *flags]
+    command += ["--workdir", workdir, "--out", str(cli_dir)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "spiece.model"):
+        assert (cli_dir / name).read_bytes() == (api_dir / name).read_bytes()
+    api = safetensors_numpy.load_file(str(api_dir / "model.safetensors"))
+    cli = safetensors_numpy.load_file(str(cli_dir / "model.safetensors"))
+    assert sorted(api) == sorted(cli)
+    for key, value in api.items():
+        np.testing.assert_array_equal(cli[key], value, err_msg=key)
+
+
+def test_clear_errors(pretrained, tmp_path):
+    config, workdir, _ = pretrained("bert")
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "empty")):
+        hf.export_checkpoint(config, str(tmp_path / "empty"), str(tmp_path / "out"))
+    out_dir = hf.export_checkpoint(config, workdir, str(tmp_path / "hf"))
+    wider = tiny_config("bert")
+    wider.model.hidden_size = 64
+    wider.model.num_layers = 3
+    with pytest.raises(
+        ValueError, match=r"hidden_size: .*=32 config=64; num_layers: .*=2 config=3"
+    ):
+        hf.import_hf(out_dir, wider)
+    with pytest.raises(ValueError, match="model_type 'bert'"):
+        hf.import_hf(out_dir, tiny_config("albert"))
