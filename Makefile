@@ -10,8 +10,9 @@ VOCAB := $(DATA)/vocab/spm.model
 CONFIG ?= configs/bert.py
 WORKDIR ?= workdirs/bert_tiny
 PYTEST_ARGS ?=
+FINETUNE_WORKDIR ?= workdirs/rt_bert_tiny
 
-.PHONY: venv corpus vocab pretrain report test lint format clean
+.PHONY: venv corpus vocab pretrain report finetune test lint format clean
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +38,10 @@ pretrain: $(VENV)/.installed $(VOCAB)
 
 report: $(VENV)/.installed
 	$(VENV)/bin/bert-jax report --workdir $(WORKDIR)
+
+# Rotten Tomatoes sentiment (embedded downstream task) from the `make pretrain` checkpoint.
+finetune: $(VENV)/.installed $(VOCAB)
+	$(VENV)/bin/bert-jax finetune --config configs/finetune.py --config.finetune.init_workdir=$(WORKDIR) --workdir $(FINETUNE_WORKDIR)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -5,6 +5,7 @@ Commands:
   evaluate   score the latest checkpoint of --workdir on held-out data
   report     print first/last evaluation against baselines, draw the learning curve
   export     write a Hugging Face directory (--out) from the latest checkpoint
+  finetune   fine-tune on a downstream task (configs/finetune.py), score its dev sets
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-COMMANDS = ("pretrain", "evaluate", "report", "export")
+COMMANDS = ("pretrain", "evaluate", "report", "export", "finetune")
 
 FLAGS = flags.FLAGS
 _CONFIG = config_flags.DEFINE_config_file(
@@ -77,6 +78,10 @@ def main(argv: list[str]) -> None:
         from bert_jax.export import hf
 
         hf.export_checkpoint(config, workdir, _require("out", command))
+    elif command == "finetune":
+        from bert_jax.downstream import finetune
+
+        finetune.run_finetune(config, workdir)
 
 
 def run() -> None:

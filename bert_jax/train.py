@@ -110,13 +110,7 @@ def task_dataset(config, task: objectives.Task, split: str):
 
 def eval_batches(config, task, num_batches: int) -> list[dict[str, np.ndarray]]:
     """The fixed held-out batches, identical at every evaluation."""
-    dataset = pipeline.create_dataset(
-        config,
-        task.examples,
-        task.tokenizer,
-        split="eval",
-        global_batch_size=config.train.batch_size,
-    )
+    dataset = task_dataset(config, task, "eval")
     batches = []
     for batch in dataset:
         batches.append(batch)

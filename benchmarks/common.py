@@ -1,0 +1,212 @@
+"""What every benchmark shares: timing (wall and CPU), alternation, machine info, tables.
+
+A benchmark measures ours and a named peer in the same process, alternating
+(ours, peer, ours, peer, ...) so that load from other processes on a shared machine
+falls on both, and reports the median over repeats. CPU time is the process's
+(all threads: sentencepiece, Rust tokenizers, torch and XLA thread pools), so
+"per core" means per CPU-second actually spent, whatever the threading.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+import pathlib
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+CORPUS_DIR = REPO_ROOT / "data" / "c4_sample"
+VOCAB_PATH = REPO_ROOT / "data" / "vocab" / "spm.model"
+
+
+@dataclasses.dataclass
+class Timing:
+    """One timed run: wall and process CPU seconds and what was produced."""
+
+    wall_s: float
+    cpu_s: float
+    counts: dict[str, float]
+
+
+@dataclasses.dataclass
+class Summary:
+    """Medians over repeats of one contender."""
+
+    name: str
+    timings: list[Timing]
+
+    @property
+    def wall_s(self) -> float:
+        return statistics.median(t.wall_s for t in self.timings)
+
+    @property
+    def cpu_s(self) -> float:
+        return statistics.median(t.cpu_s for t in self.timings)
+
+    @property
+    def cores_busy(self) -> float:
+        """CPU seconds per wall second: how many cores the contender kept busy."""
+        return statistics.median(t.cpu_s / t.wall_s for t in self.timings)
+
+    def rate(self, count: str) -> float:
+        """Median over repeats of count per wall second."""
+        return statistics.median(t.counts[count] / t.wall_s for t in self.timings)
+
+    def rate_per_core(self, count: str) -> float:
+        """Median over repeats of count per CPU second (the process's, all threads)."""
+        return statistics.median(t.counts[count] / max(t.cpu_s, 1e-9) for t in self.timings)
+
+
+def timed(fn: Callable[[], dict[str, float]]) -> Timing:
+    """Runs ``fn`` once; ``fn`` returns what it produced, e.g. {'examples': 32}."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    counts = fn()
+    return Timing(time.perf_counter() - wall, time.process_time() - cpu, dict(counts))
+
+
+def alternate(
+    contenders: dict[str, Callable[[], dict[str, float]]], *, warmup: int, repeats: int
+) -> dict[str, Summary]:
+    """Times each contender ``repeats`` times, interleaved, after ``warmup`` untimed calls each.
+
+    Interleaving (a, b, a, b, ...) spreads the noise of a shared machine over all
+    contenders instead of letting one of them run during a quiet or busy spell.
+    """
+    for fn in contenders.values():
+        for _ in range(warmup):
+            fn()
+    timings: dict[str, list[Timing]] = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            timings[name].append(timed(fn))
+    return {name: Summary(name, runs) for name, runs in timings.items()}
+
+
+def machine_info() -> str:
+    """One line: CPU model, cores visible, load average, Python and platform."""
+    model = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    return (
+        f"{model}; {cores} cores usable (os.cpu_count()={os.cpu_count()}); "
+        f"load average {load}; Python {platform.python_version()}; {platform.system()}"
+    )
+
+
+def print_table(headers: list[str], rows: list[list[object]]) -> None:
+    """A plain aligned text table (floats get 3 significant digits or thousands separators)."""
+
+    def cell(value: object) -> str:
+        if isinstance(value, float):
+            return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+        return str(value)
+
+    text = [[cell(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in text)) for i, h in enumerate(headers)]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
+    print("  ".join("-" * w for w in widths))
+    for row in text:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+
+
+def print_ratio(ours: float, peer: float, what: str) -> None:
+    """The line every benchmark ends with: ``ratio (ours / peer): N.NN  [what]``."""
+    print(f"ratio (ours / peer): {ours / peer:.2f}  [{what}]")
+
+
+def load_recipe(name: str, arg: str = ""):
+    """configs/NAME.py:ARG with the embedded corpus and vocabulary as absolute paths."""
+    spec = importlib.util.spec_from_file_location(
+        f"{name}_recipe", REPO_ROOT / "configs" / f"{name}.py"
+    )
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    config = recipe.get_config(arg)
+    config.data.train_pattern = str(CORPUS_DIR / "c4-train.*.json.gz")
+    config.data.eval_pattern = str(CORPUS_DIR / "c4-validation.*.json.gz")
+    config.data.vocab_path = str(VOCAB_PATH)
+    return config
+
+
+def pretokenized_documents(config, tokenizer, max_documents: int | None = None):
+    """One pass over the train split's texts, sentence-split and encoded (for id-level runs).
+
+    Returns:
+      (texts, documents): the raw texts and, for each, its list of int32 sentence arrays;
+      documents without any sentence are dropped from both.
+    """
+    from bert_jax.data import sources
+
+    stream = sources.document_stream(
+        config.data, "train", seed=config.seed, process_index=0, process_count=1, repeat=False
+    )
+    texts, documents = [], []
+    for text in stream:
+        sentences = tokenizer.encode_document(text)
+        if sentences:
+            texts.append(text)
+            documents.append(sentences)
+        if max_documents is not None and len(documents) >= max_documents:
+            break
+    return texts, documents
+
+
+def pipeline_from_documents(config, objective, documents, *, global_batch_size: int):
+    """`pipeline.create_dataset`'s stages after tokenization, fed pre-tokenized documents.
+
+    The same grain classes in the same order (group -> index -> examples_from_documents ->
+    finalize -> window shuffle -> batch), repeating the documents forever, so ours and a
+    peer that starts from token ids begin at the same point.
+    """
+    import grain
+
+    from bert_jax.data import pipeline
+
+    # In memory already: no reader threads (grain's advice), as the json reader has none.
+    read_options = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
+    ds = grain.MapDataset.source(documents).repeat().to_iter_dataset(read_options)
+    ds = ds.batch(config.data.docs_per_group, batch_fn=list)
+    ds = pipeline.IndexedGroupsIterDataset(ds)
+    ds = grain.experimental.FlatMapIterDataset(
+        ds, pipeline.ExamplesFromDocuments(objective, config.seed, 0)
+    )
+    ds = objective.finalize(ds)
+    if config.data.shuffle_buffer > 1:
+        ds = grain.experimental.WindowShuffleIterDataset(
+            ds, window_size=config.data.shuffle_buffer, seed=config.seed
+        )
+    return ds.batch(global_batch_size, drop_remainder=True)
+
+
+def objective_batches(objective, documents, *, docs_per_group: int, batch_size: int, seed: int):
+    """Diagnostic, not a contender for the ratio: the objective's NumPy alone, no grain.
+
+    Cycles over groups of pre-tokenized documents, calls `examples_from_documents` with the
+    pipeline's per-group seeding and yields lists of ``batch_size`` examples. Next to the
+    grain rows it shows how much of ours is the objective and how much the plumbing.
+    """
+    import numpy as np
+
+    pending, group_index = [], 0
+    while True:
+        for start in range(0, len(documents), docs_per_group):
+            rng = np.random.default_rng((seed, group_index, 0))
+            group_index += 1
+            pending.extend(
+                objective.examples_from_documents(documents[start : start + docs_per_group], rng)
+            )
+            while len(pending) >= batch_size:
+                yield pending[:batch_size]
+                del pending[:batch_size]

