@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 from typing import Any
 
 import grain
@@ -30,7 +31,9 @@ class Checkpointer:
     """Saves and restores train state, data iterator and model description."""
 
     def __init__(self, directory: str | epath.Path, *, keep: int, model_config: Any):
-        self.directory = epath.Path(directory)
+        # orbax's background commit thread rejects relative paths (and the next save
+        # then waits on it forever), so `--workdir workdirs/x` is made absolute here.
+        self.directory = epath.Path(os.path.abspath(os.fspath(directory)))
         self.fingerprint = model_fingerprint(model_config)
         self._manager = ocp.CheckpointManager(
             self.directory,

@@ -175,3 +175,13 @@ def test_eight_device_mesh_matches_one_device(tmp_path, vocab_path, corpus_dir):
     assert sharded["specs_ok"], sharded["bad"]
     assert sharded["restored_start"] == 4
     assert sharded["restored_mesh"] == {"data": 8, "fsdp": 1, "tensor": 1}
+
+
+def test_relative_workdir_checkpoints_are_committed(tmp_path, monkeypatch, vocab_path, corpus_dir):
+    # Regression: orbax's async commit failed on a relative path and the next save hung.
+    monkeypatch.chdir(tmp_path)
+    result = train.train_and_evaluate(tiny_bert_config(), "relative_workdir")
+    assert result["step"] == 4
+    names = sorted(p.name for p in (tmp_path / "relative_workdir" / "checkpoints").iterdir())
+    assert "2" in names and "4" in names
+    assert not [name for name in names if "tmp" in name]
