@@ -10,7 +10,6 @@ falls on both, and reports the median over repeats. CPU time is the process's
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import os
 import pathlib
 import platform
@@ -128,16 +127,9 @@ def print_ratio(ours: float, peer: float, what: str) -> None:
 
 def load_recipe(name: str, arg: str = ""):
     """configs/NAME.py:ARG with the embedded corpus and vocabulary as absolute paths."""
-    spec = importlib.util.spec_from_file_location(
-        f"{name}_recipe", REPO_ROOT / "configs" / f"{name}.py"
-    )
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
-    config = recipe.get_config(arg)
-    config.data.train_pattern = str(CORPUS_DIR / "c4-train.*.json.gz")
-    config.data.eval_pattern = str(CORPUS_DIR / "c4-validation.*.json.gz")
-    config.data.vocab_path = str(VOCAB_PATH)
-    return config
+    from bert_jax.run_config import load_recipe as load
+
+    return load(f"configs/{name}.py:{arg}", data_root=REPO_ROOT / "data")
 
 
 def pretokenized_documents(config, tokenizer, max_documents: int | None = None):

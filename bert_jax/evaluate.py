@@ -16,6 +16,7 @@ import os
 
 import jax
 import ml_collections
+import numpy as np
 
 from bert_jax import objectives, optim, sharding, train
 from bert_jax.checkpoint import Checkpointer
@@ -64,6 +65,11 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
                 batches = train.eval_batches(variant, variant_task, config.train.eval_batches)
                 metrics = train.evaluate(eval_step, params, batches, data_sharding, variant_task)
                 results[f"{pair_task}_accuracy"] = metrics["pair_accuracy"]
+                labels = np.concatenate([batch["pair_labels"] for batch in batches])
+                results[f"{pair_task}_majority_accuracy"] = float(
+                    max(labels.mean(), 1.0 - labels.mean())
+                )
+                results[f"{pair_task}_pairs"] = int(labels.size)
                 results[f"mlm_accuracy_on_{pair_task}_pairs"] = metrics["mlm_accuracy"]
                 results[f"mlm_loss_on_{pair_task}_pairs"] = metrics["mlm_loss"]
         else:

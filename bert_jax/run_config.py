@@ -6,6 +6,9 @@ Recipes live in configs/*.py as ``get_config(arg)``; they start from
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import ml_collections
 
 from bert_jax import sharding
@@ -87,3 +90,37 @@ def shrink_for_local_run(config: ml_collections.ConfigDict) -> None:
     config.train.checkpoint_every = 2
     config.data.shuffle_buffer = 64
     config.data.docs_per_group = 8
+
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_recipe(
+    spec: str, *, data_root: str | os.PathLike | None = None
+) -> ml_collections.ConfigDict:
+    """``configs/bert.py`` or ``configs/bert.py:size=mini,runlocal`` as a ConfigDict.
+
+    The path is taken relative to the working directory, else to the repository.
+    With ``data_root`` the data paths point at ``DATA_ROOT/c4_sample`` and
+    ``DATA_ROOT/vocab/spm.model`` (absolute), as `make corpus vocab` lays them out.
+
+    Raises:
+      FileNotFoundError: naming the recipe file that does not exist.
+    """
+    path, _, arg = os.fspath(spec).partition(":")
+    if not os.path.exists(path) and os.path.exists(os.path.join(REPO_ROOT, path)):
+        path = os.path.join(REPO_ROOT, path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"recipe {path!r} not found")
+    module_spec = importlib.util.spec_from_file_location(
+        f"recipe_{os.path.basename(path)[:-3]}", path
+    )
+    recipe = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(recipe)
+    config = recipe.get_config(arg)
+    if data_root is not None:
+        root = os.path.abspath(data_root)
+        config.data.train_pattern = os.path.join(root, "c4_sample", "c4-train.*.json.gz")
+        config.data.eval_pattern = os.path.join(root, "c4_sample", "c4-validation.*.json.gz")
+        config.data.vocab_path = os.path.join(root, "vocab", "spm.model")
+    return config

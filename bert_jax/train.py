@@ -99,9 +99,12 @@ def task_dataset(config, task: objectives.Task, split: str):
     """Per-host batches for ``split``: the task's own reader, else the pretraining pipeline."""
     if task.dataset_fn is not None:
         return task.dataset_fn(split, config.train.batch_size)
+    examples = task.examples
+    if split != "train" and task.eval_examples is not None:
+        examples = task.eval_examples
     return pipeline.create_dataset(
         config,
-        task.examples,
+        examples,
         task.tokenizer,
         split=split,
         global_batch_size=config.train.batch_size,

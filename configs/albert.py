@@ -47,6 +47,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.objective.short_seq_prob = 0.1
     config.objective.whole_word_masking = True
     config.objective.max_ngram = 3  # spans of 1-3 words, p(n) proportional to 1/n
+    # True: train on each consecutive pair in both orders (ALBERT: a coin flip per pair).
+    config.objective.sop_both_orders = False
 
     config.optim.name = "lamb"
     config.optim.weight_decay = 0.01

@@ -58,15 +58,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 def load_recipe(name: str, arg: str = "runlocal"):
     """configs/NAME.py:ARG with the embedded corpus and vocabulary as absolute paths."""
-    import importlib.util
+    from bert_jax.run_config import load_recipe as load
 
-    spec = importlib.util.spec_from_file_location(
-        f"{name}_recipe", REPO_ROOT / "configs" / f"{name}.py"
-    )
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
-    config = recipe.get_config(arg)
-    config.data.train_pattern = str(CORPUS_DIR / "c4-train.*.json.gz")
-    config.data.eval_pattern = str(CORPUS_DIR / "c4-validation.*.json.gz")
-    config.data.vocab_path = str(VOCAB_PATH)
-    return config
+    return load(f"configs/{name}.py:{arg}", data_root=REPO_ROOT / "data")

@@ -34,10 +34,31 @@ def test_albert_checkpoint_is_scored_on_nsp_and_sop_pairs(tmp_path, vocab_path, 
         "mlm_accuracy_on_sop_pairs",
     ):
         assert 0.0 <= scores[key] <= 1.0, key
+    assert scores["sop_majority_accuracy"] == 0.5  # both orders of every pair
+    assert 0.5 <= scores["nsp_majority_accuracy"] < 0.6 and scores["nsp_pairs"] > 0
     # The SOP numbers equal the training loop's own evaluation (same held-out batches).
     assert abs(scores["sop_accuracy"] - result["eval"]["pair_accuracy"]) < 1e-6
     with open(tmp_path / "evaluate.json") as f:
         assert json.load(f)["nsp_accuracy"] == scores["nsp_accuracy"]
+
+
+def test_held_out_sop_pairs_come_in_both_orders(vocab_path, corpus_dir):
+    import numpy as np
+
+    from bert_jax import objectives
+
+    config = tiny_albert_config()
+    task = objectives.get_task(config)
+    batches = train.eval_batches(config, task, 4)
+    labels = np.concatenate([batch["pair_labels"] for batch in batches])
+    assert labels.mean() == 0.5  # (B, A, 1) then (A, B, 0) for every consecutive pair
+    for batch in batches:  # each consecutive pair twice: (B, A, 1) then (A, B, 0)
+        assert batch["pair_labels"].tolist() == [1, 0] * (len(batch["pair_labels"]) // 2)
+        lengths = batch["input_mask"].sum(axis=1)
+        assert np.array_equal(lengths[::2], lengths[1::2])
+    # Training pairs keep the coin flip.
+    train_labels = next(iter(train.task_dataset(config, task, "train")))["pair_labels"]
+    assert 0 < train_labels.sum() < len(train_labels)
 
 
 def test_evaluate_without_checkpoint_names_the_directory(tmp_path, vocab_path):

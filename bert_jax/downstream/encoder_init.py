@@ -19,7 +19,6 @@ The head is always freshly initialised; dropout follows ``config.model``.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import logging
 import os
 import subprocess
@@ -33,14 +32,13 @@ import ml_collections
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from bert_jax import evaluate, objectives, sharding
+from bert_jax import evaluate, objectives, run_config, sharding
 from bert_jax.data.tokenizer import Tokenizer
 from bert_jax.data.wordpiece import WordPieceTokenizer
 from bert_jax.models import bert as models_bert
 from bert_jax.objectives import bert as objectives_bert
 
 INITS = ("pretrained", "hf", "random")
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,22 +89,12 @@ def replace_encoder(fresh: nnx.State, encoder: nnx.State) -> nnx.State:
     return params
 
 
-def load_recipe(spec: str) -> ml_collections.ConfigDict:
-    """``configs/bert.py`` or ``configs/bert.py:size=mini`` (relative to cwd or the repo)."""
-    path, _, arg = spec.partition(":")
-    if not os.path.exists(path) and os.path.exists(os.path.join(REPO_ROOT, path)):
-        path = os.path.join(REPO_ROOT, path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"config.finetune.pretrain_config: recipe {path!r} not found")
-    module_spec = importlib.util.spec_from_file_location("pretrain_recipe", path)
-    recipe = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(recipe)
-    return recipe.get_config(arg)
-
-
 def pretrain_recipe(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """``config.finetune.pretrain_config`` with the fine-tuning vocabulary and mesh."""
-    pretrain = load_recipe(config.finetune.pretrain_config)
+    try:
+        pretrain = run_config.load_recipe(config.finetune.pretrain_config)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"config.finetune.pretrain_config: {error}") from None
     pretrain.data.vocab_path = config.data.vocab_path
     pretrain.mesh.shape = config.mesh.shape
     pretrain.mesh.axis_rules = config.mesh.axis_rules

@@ -6,17 +6,21 @@ context cut into windows of ``max_seq_length`` tokens every ``doc_stride``
 tokens; a token scores an answer start only in the window where it has the most
 context on both sides. Answers are taken from the original context by character
 offsets, so a predicted span is exactly the text it covers (no detokenisation).
+Training features may tokenize each context with piece boundaries at its gold
+answer's edges (``exact_answer_boundaries``, sentencepiece only, see
+`squad_tokenize`), so their gold token spans are exactly the gold answers.
 For v2.0 the [CLS] position (index 0) is the "no answer" span.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import logging
 
 import numpy as np
+
+from bert_jax.downstream.squad_tokenize import encode_with_offsets
 
 log = logging.getLogger(__name__)
 
@@ -70,43 +74,6 @@ def read_squad(path: str) -> list[SquadExample]:
         return parse_squad(json.load(f), path)
 
 
-@functools.lru_cache(maxsize=4)
-def _sentencepiece(model_path: str):
-    import sentencepiece as spm
-
-    return spm.SentencePieceProcessor(model_file=model_path)
-
-
-def encode_with_offsets(tokenizer, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Token ids of ``text`` and each token's [start, end) character span in it.
-
-    Spans skip leading whitespace (sentencepiece's '▁' covers the space before a
-    word); a token that covers no character (a byte-fallback piece, a lone '▁')
-    takes the span of the token after it. Works with `WordPieceTokenizer` (its own
-    offsets) and the sentencepiece `Tokenizer` (via ``model_path``).
-    """
-    if hasattr(tokenizer, "encode_with_offsets"):
-        ids, starts, ends = tokenizer.encode_with_offsets(text)
-    else:
-        pieces = _sentencepiece(tokenizer.model_path).encode(text, return_type="proto").pieces
-        # sentencepiece reports UTF-8 byte offsets: map them to character indices.
-        char_lengths = [len(ch.encode("utf-8")) for ch in text]
-        char_at_byte = np.append(np.repeat(np.arange(len(text)), char_lengths), len(text))
-        ids = np.array([p.id for p in pieces], np.int32)
-        starts = char_at_byte[[p.begin for p in pieces]].astype(np.int32)
-        ends = char_at_byte[[p.end for p in pieces]].astype(np.int32)
-    starts, ends = np.array(starts, np.int32), np.array(ends, np.int32)
-    for i in range(len(ids)):
-        while starts[i] < ends[i] and text[starts[i]].isspace():
-            starts[i] += 1
-    following = (len(text), len(text))
-    for i in reversed(range(len(ids))):
-        if starts[i] >= ends[i]:
-            starts[i], ends[i] = following
-        following = (starts[i], ends[i])
-    return np.asarray(ids, np.int32), starts, ends
-
-
 @dataclasses.dataclass
 class SquadFeatures:
     """Windows of all examples: model inputs plus what decoding needs.
@@ -147,6 +114,16 @@ def gold_token_span(starts, ends, answer_start: int, answer_text: str) -> tuple[
     return int(overlapping[0]), int(overlapping[-1])
 
 
+def _context_tokens(example: SquadExample, tokenizer, exact_answer_boundaries: bool):
+    """Context ids, token character spans and the gold token span (None if unanswerable)."""
+    if example.is_impossible:
+        return *encode_with_offsets(tokenizer, example.context), None
+    answer_start, answer = example.answer_starts[0], example.answers[0]
+    boundaries = (answer_start, answer_start + len(answer)) if exact_answer_boundaries else ()
+    ids, starts, ends = encode_with_offsets(tokenizer, example.context, boundaries)
+    return ids, starts, ends, gold_token_span(starts, ends, answer_start, answer)
+
+
 def create_features(
     examples: list[SquadExample],
     tokenizer,
@@ -154,19 +131,28 @@ def create_features(
     max_seq_length: int = 384,
     doc_stride: int = 128,
     max_query_length: int = 64,
+    exact_answer_boundaries: bool = False,
 ) -> SquadFeatures:
-    """``[CLS] question [SEP] window [SEP]`` rows; gold spans from each example's first answer."""
+    """``[CLS] question [SEP] window [SEP]`` rows; gold spans from each example's first answer.
+
+    Args:
+      examples: the questions, with their contexts and answers.
+      tokenizer: a sentencepiece `Tokenizer` or a `WordPieceTokenizer`.
+      max_seq_length, doc_stride, max_query_length: BERT's run_squad windowing.
+      exact_answer_boundaries: training features only. Tokenize each context with
+        piece boundaries at its first answer's edges (sentencepiece n-best
+        re-segmentation, see `squad_tokenize`), so the gold token span is exactly
+        the answer text. Off, the tokenization ignores the answers (as it must for
+        evaluation) and the gold span is the tokens covering the answer.
+    """
     rows: dict[str, list] = {k: [] for k in ("input_ids", "segment_ids", "start", "end")}
     example_index, char_start, char_end, max_context = [], [], [], []
     for index, example in enumerate(examples):
         query = tokenizer.encode(example.question)[:max_query_length]
-        ids, starts, ends = encode_with_offsets(tokenizer, example.context)
+        ids, starts, ends, gold = _context_tokens(example, tokenizer, exact_answer_boundaries)
         window = max_seq_length - len(query) - 3
         if window < 1:
             raise ValueError(f"max_seq_length {max_seq_length} leaves no room for the context")
-        gold = None
-        if not example.is_impossible:
-            gold = gold_token_span(starts, ends, example.answer_starts[0], example.answers[0])
         window_starts = _window_starts(len(ids), window, doc_stride)
         offset = len(query) + 2  # context token t sits at t - window_start + offset
         for window_start in window_starts:

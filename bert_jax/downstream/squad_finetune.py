@@ -1,10 +1,12 @@
 """SQuAD v1.1 / v2.0 fine-tuning as a `bert_jax.objectives.Task`.
 
 Training rows are the context windows of `squad.create_features` (gold start/end
-token, [CLS] when the answer is not in the window); the loss is the mean of the
-start and end cross-entropies (BERT's run_squad). The train loop reports window
-accuracies; the final parameters are then decoded with n-best span search over
-all windows of each question and scored with the official EM / F1.
+token, [CLS] when the answer is not in the window; training contexts are tokenized
+with piece boundaries at the answer edges, evaluation contexts without looking at
+the answers); the loss is the mean of the start and end cross-entropies (BERT's
+run_squad). The train loop reports window accuracies; the final parameters are
+then decoded with n-best span search over all windows of each question and scored
+with the official EM / F1.
 """
 
 from __future__ import annotations
@@ -152,6 +154,8 @@ def create_task(config: ml_collections.ConfigDict):
             max_seq_length=config.data.max_seq_length,
             doc_stride=finetune_config.doc_stride,
             max_query_length=finetune_config.max_query_length,
+            # Train labels are exact answers; evaluation tokenizes without the answers.
+            exact_answer_boundaries=split == "train",
         )
         for split, split_examples in examples.items()
     }

@@ -6,7 +6,12 @@ cross-entropy on the target tokens (the loss of T5 pretraining). Evaluation is
 rank classification: every label word is scored by its log-likelihood and the best
 one is the prediction, so predictions are always valid labels and accuracy, F1 and
 Matthews come from the same confusion matrix as the BERT classifier's.
-Classification tasks only (STS-B regression and SQuAD are BERT-only here).
+
+STS-B is cast as T5 does (Raffel et al. 2020, section 2.4): the score rounded to the
+nearest 0.2 and written with one decimal ("3.8"), 26 target strings "0.0" .. "5.0".
+Rank classification over those 26 strings picks the prediction, which is parsed back
+to a float; Pearson and Spearman are taken against the unrounded gold scores. SQuAD
+is BERT-only here.
 
 The model and its tokenizer come from ``config.finetune.init``: 'pretrained' (the
 latest checkpoint of a T5 pretraining workdir, hyperparameters read from it),
@@ -31,6 +36,8 @@ from bert_jax.downstream.encoder_init import checkpoint_fingerprint, pretrain_re
 from bert_jax.models import t5 as models_t5
 from bert_jax.objectives import t5 as objectives_t5
 
+STSB_WORDS = tuple(f"{step / 5:.1f}" for step in range(26))  # "0.0", "0.2", ..., "5.0"
+STSB_SCORES = np.array([float(word) for word in STSB_WORDS], np.float32)  # parsed back
 LABEL_WORDS = {
     "rotten_tomatoes": ("negative", "positive"),  # T5's SST-2 words
     "sst2": ("negative", "positive"),
@@ -41,7 +48,23 @@ LABEL_WORDS = {
     "qnli": ("entailment", "not_entailment"),
     "rte": ("entailment", "not_entailment"),
     "wnli": ("not_entailment", "entailment"),
+    "stsb": STSB_WORDS,  # regression as 26 classes, see stsb_target_index
 }
+
+
+def stsb_target_index(score: float) -> int:
+    """Index in `STSB_WORDS` of ``score`` rounded to the nearest 0.2, as T5 rounds.
+
+    T5's preprocessor writes ``tf.round(label * 5) / 5`` of the float32 label:
+    halves go to the even multiple (0.5 -> "0.4", 0.7 -> "0.8", 4.9 -> "4.8"). The
+    same float32 arithmetic here gives the same strings.
+
+    Raises:
+      ValueError: ``score`` is outside STS-B's [0, 5].
+    """
+    if not 0.0 <= score <= 5.0:
+        raise ValueError(f"STS-B score {score} is outside [0, 5]")
+    return int(np.round(np.float32(score) * np.float32(5)))
 
 
 def input_text(spec: glue.GlueTask, example: glue.LabelledExample) -> str:
@@ -62,7 +85,11 @@ def label_targets(tokenizer, words) -> np.ndarray:
 
 
 class EncodeTextToText(grain.transforms.Map):
-    """(example index, is real) -> T5 features (t5x names), label and weights."""
+    """(example index, is real) -> T5 features (t5x names), label and weights.
+
+    ``targets`` holds one row per label word; STS-B (``spec.is_regression``) trains on
+    the row of its rounded score and keeps the unrounded float score as ``label``.
+    """
 
     def __init__(self, spec, examples, tokenizer, inputs_length: int, targets: np.ndarray):
         self._spec, self._examples, self._tokenizer = spec, examples, tokenizer
@@ -75,13 +102,17 @@ class EncodeTextToText(grain.transforms.Map):
         tokens = [*tokens[: self._inputs_length - 1], self._tokenizer.eos_id]
         inputs = np.zeros(self._inputs_length, np.int32)
         inputs[: len(tokens)] = tokens
-        targets = self._targets[example.label]
+        if self._spec.is_regression:
+            targets = self._targets[stsb_target_index(example.label)]
+            label = np.float32(example.label)
+        else:
+            targets, label = self._targets[example.label], np.int32(example.label)
         return {
             "encoder_input_tokens": inputs,  # [inputs_length]
             "decoder_target_tokens": targets,  # [targets_length]
             "decoder_input_tokens": np.concatenate([[0], targets[:-1]]).astype(np.int32),
             "decoder_loss_weights": (targets > 0).astype(np.float32),
-            "label": np.int32(example.label),
+            "label": label,
             "example_weight": np.float32(real),
             "example_index": np.int32(index if real else -1),
         }
@@ -93,17 +124,75 @@ def make_label_scores(targets: np.ndarray):
     def label_scores(model, batch) -> jax.Array:
         inputs = batch["encoder_input_tokens"]
         encoded = model.encode(inputs)  # [batch, inputs_length, embed]
-        scores = []
-        for label_target in targets:  # a handful of labels: one decoder pass each
+
+        def score(label_target: jax.Array) -> jax.Array:  # [targets_length] -> [batch]
             target = jnp.broadcast_to(label_target, (inputs.shape[0], label_target.size))
             decoder_inputs = jnp.pad(target[:, :-1], ((0, 0), (1, 0)))  # shift right, 0 = start
             logits = model.decode(encoded, inputs, decoder_inputs)  # [batch, targets, vocab]
             log_probs = jax.nn.log_softmax(logits, -1)
             token_scores = jnp.take_along_axis(log_probs, target[..., None], -1)[..., 0]
-            scores.append(jnp.sum(token_scores * (target > 0), -1))  # [batch]
-        return jnp.stack(scores, -1)  # [batch, num_labels]
+            return jnp.sum(token_scores * (target > 0), -1)
+
+        # One decoder pass per label, compiled once (STS-B has 26 labels).
+        return jax.lax.map(score, jnp.asarray(targets)).T  # [batch, num_labels]
 
     return label_scores
+
+
+def make_stsb_predictions(label_scores):
+    """``(model, batch) -> [batch, 2]``: the best-ranked score string parsed to a float,
+    then the expected score under the model's distribution over the 26 strings."""
+    scores = jnp.asarray(STSB_SCORES)
+
+    def stsb_predictions(model, batch) -> jax.Array:
+        log_likelihoods = label_scores(model, batch)  # [batch, 26]
+        best = scores[jnp.argmax(log_likelihoods, -1)]  # [batch]
+        expected = jax.nn.softmax(log_likelihoods, -1) @ scores  # [batch]
+        return jnp.stack([best, expected], -1)  # [batch, 2]
+
+    return stsb_predictions
+
+
+def make_stsb_eval_fn(stsb_predictions):
+    """Regression sums (`classifier.make_eval_fn`) of the best score, and of the expected
+    score with keys prefixed ``expected_``."""
+
+    def eval_fn(model, batch):
+        predictions = stsb_predictions(model, batch)  # [batch, 2]
+        sums = {}
+        for column, prefix in enumerate(("", "expected_")):
+            column_eval = classifier.make_eval_fn(
+                1, True, lambda *_, column=column: predictions[:, column : column + 1]
+            )
+            sums.update({prefix + key: value for key, value in column_eval(model, batch).items()})
+        return sums
+
+    return eval_fn
+
+
+def stsb_finish_eval(totals: dict[str, float]) -> dict[str, float]:
+    """``loss`` (squared error) and ``pearson`` of the best score, as BERT's STS-B
+    reports them, plus ``expected_score_mse`` / ``expected_score_pearson``."""
+    finish = classifier.make_finish_eval(1, True)
+    best = finish({k: v for k, v in totals.items() if not k.startswith("expected_")})
+    expected = finish(
+        {k.removeprefix("expected_"): v for k, v in totals.items() if k.startswith("expected_")}
+    )
+    return {
+        **best,
+        "expected_score_mse": expected["loss"],
+        "expected_score_pearson": expected["pearson"],
+    }
+
+
+def check_stsb_scores(splits: dict[str, list[glue.LabelledExample]]) -> None:
+    """Raises ValueError naming the example whose score cannot be a T5 target."""
+    for split, examples in splits.items():
+        for example in examples:
+            try:
+                stsb_target_index(example.label)
+            except ValueError as error:
+                raise ValueError(f"{split} example {example.guid}: {error}") from None
 
 
 def load_t5(config: ml_collections.ConfigDict):
@@ -151,7 +240,10 @@ def checkpoint_t5_config(workdir: str) -> models_t5.T5Config:
 
 
 def create_task(config: ml_collections.ConfigDict):
-    """The text-to-text task, its examples by split, and the label-scoring function."""
+    """The text-to-text task, its examples by split, and the output function of
+    `finetune.predict`: label scores ``[batch, num_labels]`` for classification; for
+    STS-B ``[batch, 2]`` (best score, expected score) whose first column
+    `finetune.official_scores` reads as the prediction."""
     name = config.finetune.task
     if name not in LABEL_WORDS:
         raise ValueError(f"text-to-text fine-tuning covers {sorted(LABEL_WORDS)}, not {name!r}")
@@ -165,6 +257,14 @@ def create_task(config: ml_collections.ConfigDict):
     splits = finetune.read_splits(config)
     targets = label_targets(tokenizer, LABEL_WORDS[name])
     label_scores = make_label_scores(targets)
+    if spec.is_regression:
+        check_stsb_scores(splits)
+        output_fn = make_stsb_predictions(label_scores)
+        eval_fn, finish_eval = make_stsb_eval_fn(output_fn), stsb_finish_eval
+    else:
+        output_fn = label_scores
+        eval_fn = classifier.make_eval_fn(spec.num_labels, False, label_scores)
+        finish_eval = classifier.make_finish_eval(spec.num_labels, False)
 
     def dataset_fn(split: str, global_batch_size: int) -> grain.IterDataset:
         examples = splits["train" if split == "train" else finetune.eval_split_name(splits, split)]
@@ -179,11 +279,11 @@ def create_task(config: ml_collections.ConfigDict):
         model_config=model_config,
         create_model=lambda rngs: models_t5.T5ForConditionalGeneration(model_config, rngs=rngs),
         loss_fn=objectives_t5.make_loss_fn(0.0),
-        eval_fn=classifier.make_eval_fn(spec.num_labels, False, label_scores),
-        finish_eval=classifier.make_finish_eval(spec.num_labels, False),
-        eval_baselines=classifier.make_eval_baselines(False),
+        eval_fn=eval_fn,
+        finish_eval=finish_eval,
+        eval_baselines=classifier.make_eval_baselines(spec.is_regression),
         tokens_per_example=config.data.max_seq_length + targets.shape[1],
         dataset_fn=dataset_fn,
         initial_params=initial_params,
     )
-    return task, splits, label_scores
+    return task, splits, output_fn

@@ -34,6 +34,8 @@ class Task:
       dataset_fn: optional ``(split, global_batch_size) -> grain.IterDataset`` of
         per-host batches, for tasks that do not read documents (fine-tuning);
         None uses ``bert_jax.data.pipeline.create_dataset``.
+      eval_examples: optional example builder for held-out splits (None: ``examples``),
+        e.g. ALBERT's sentence-order pairs in both orders.
       initial_params: optional ``fresh params (nnx.State) -> params`` applied once
         at step 0, e.g. loading a pretrained encoder for fine-tuning.
     """
@@ -50,6 +52,7 @@ class Task:
     describe: Callable | None = None
     dataset_fn: Callable | None = None
     initial_params: Callable | None = None
+    eval_examples: Any = None
 
 
 FAMILIES = ("bert", "albert", "t5")

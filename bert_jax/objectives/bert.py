@@ -40,6 +40,8 @@ class BertDataConfig:
       whole_word_masking: mask all pieces of a word together.
       max_ngram: longest masked n-gram of words/tokens, p(n) ∝ 1/n (ALBERT: 3).
       sentence_pair_task: 'nsp' (BERT), 'sop' (ALBERT) or 'none' (label always 0).
+      sop_both_orders: every SOP pair in both orders instead of a coin flip (labels exactly
+        balanced). Held-out data always uses it; for training it is an option (ALBERT flips).
     """
 
     max_seq_length: int = 128
@@ -49,6 +51,7 @@ class BertDataConfig:
     whole_word_masking: bool = False
     max_ngram: int = 1
     sentence_pair_task: str = "nsp"
+    sop_both_orders: bool = False
 
     def __post_init__(self):
         problems = []
@@ -77,7 +80,9 @@ class BertDataConfig:
         """Reads config.data.max_seq_length and the config.objective.* fields of this class."""
         values = {"max_seq_length": _read_field(config, "data", "max_seq_length")}
         for field in dataclasses.fields(cls):
-            if field.name != "max_seq_length":
+            if field.name == "sop_both_orders":
+                values[field.name] = config.objective.get(field.name, False)
+            elif field.name != "max_seq_length":
                 values[field.name] = _read_field(config, "objective", field.name)
         try:
             return cls(**values)
@@ -131,6 +136,7 @@ class BertObjective:
             max_num_tokens=config.max_seq_length - NUM_SPECIAL_TOKENS_PER_PAIR,
             short_seq_prob=config.short_seq_prob,
             task=config.sentence_pair_task,
+            both_orders=config.sop_both_orders,
         )
         if not pairs:
             return []
@@ -275,6 +281,10 @@ def create_task(config: ml_collections.ConfigDict) -> Task:
     return Task(
         tokenizer=tokenizer,
         examples=BertObjective(data_config, tokenizer),
+        # Held-out SOP pairs come in both orders: balanced labels, no coin flips.
+        eval_examples=BertObjective(
+            dataclasses.replace(data_config, sop_both_orders=True), tokenizer
+        ),
         model_config=model_cfg,
         create_model=lambda rngs: models_bert.BertForPreTraining(model_cfg, rngs=rngs),
         loss_fn=make_loss_fn(data_config.sentence_pair_task != "none"),

@@ -13,6 +13,8 @@ Semantics of `create_instances_from_document` in google-research/bert and google
   "put back" so the next chunk starts right after A.
 - 'sop' (ALBERT): A and B are consecutive segments of the same document, swapped with
   probability 0.5 (label 1).
+  With `both_orders` (held-out evaluation) every consecutive pair is emitted twice, as (A, B, 0)
+  and (B, A, 1): labels are exactly balanced and no pair's score depends on a coin flip.
 - 'none': A and B consecutive, label 0.
 - Pairs longer than `max_num_tokens` are truncated as `truncate_seq_pair`: one token at a time
   from the longer segment (B on ties), from the front or the back with probability 0.5 each.
@@ -81,6 +83,7 @@ def _pairs_from_document(
     short_seq_prob: float,
     task: str,
     pairs: list[SegmentPair],
+    both_orders: bool = False,
 ) -> None:
     document = documents[document_index]
     tokens, offsets = document
@@ -116,7 +119,9 @@ def _pairs_from_document(
         else:
             tokens_b = tokens[offsets[a_end] : offsets[end]]
             label = 0
-            if task == "sop" and rng.random() < 0.5:
+            if task == "sop" and both_orders:
+                pairs.append((tokens_b, tokens_a, 1))
+            elif task == "sop" and rng.random() < 0.5:
                 tokens_a, tokens_b = tokens_b, tokens_a
                 label = 1
         pairs.append((tokens_a, tokens_b, label))
@@ -168,6 +173,7 @@ def create_segment_pairs(
     max_num_tokens: int,
     short_seq_prob: float,
     task: str,
+    both_orders: bool = False,
 ) -> list[SegmentPair]:
     """Cuts a group of documents into (tokens_a, tokens_b, label) pairs.
 
@@ -178,6 +184,8 @@ def create_segment_pairs(
       max_num_tokens: most tokens of A plus B (max_seq_length - 3 for [CLS] A [SEP] B [SEP]).
       short_seq_prob: probability that a document uses a random shorter target length.
       task: 'nsp' (BERT next sentence), 'sop' (ALBERT sentence order) or 'none' (label 0).
+      both_orders: 'sop' only: emit each consecutive pair in both orders instead of swapping
+        with probability 0.5 (balanced held-out sets).
 
     Returns:
       Pairs in document order. A and B are non-empty int32 arrays (slices of a per-document
@@ -195,7 +203,7 @@ def create_segment_pairs(
     pairs: list[SegmentPair] = []
     for document_index in range(len(packed)):
         _pairs_from_document(
-            packed, document_index, rng, max_num_tokens, short_seq_prob, task, pairs
+            packed, document_index, rng, max_num_tokens, short_seq_prob, task, pairs, both_orders
         )
     if not pairs:
         return pairs

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 
@@ -12,7 +11,7 @@ import pytest
 from conftest import REPO_ROOT, tiny_bert_config
 from flax import nnx
 
-from bert_jax import train
+from bert_jax import run_config, train
 from bert_jax.data.tokenizer import Tokenizer
 from bert_jax.downstream import finetune, rotten_tomatoes
 
@@ -20,12 +19,9 @@ DOWNLOADS = str(REPO_ROOT / "data" / "downloads")
 
 
 def finetune_config(vocab_path, arg="", **overrides):
-    spec = importlib.util.spec_from_file_location(
-        "finetune_recipe", REPO_ROOT / "configs" / "finetune.py"
+    config = run_config.load_recipe(
+        f"configs/finetune.py:runlocal,{arg}" if arg else "configs/finetune.py:runlocal"
     )
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
-    config = recipe.get_config(f"runlocal,{arg}" if arg else "runlocal")
     config.data.vocab_path = vocab_path
     config.data.max_seq_length = 32
     config.train.batch_size = 64

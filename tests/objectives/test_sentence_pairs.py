@@ -287,3 +287,20 @@ def test_build_bert_inputs_layout():
         build_bert_inputs(
             pairs + [(np.ones(3), np.ones(4), 0)], cls_id=3, sep_id=4, max_seq_length=9
         )
+
+
+def test_sop_both_orders_scores_every_pair_swapped_and_not():
+    rng = np.random.default_rng(5)
+    documents = synthetic_documents(rng, 100, sentences=(2, 30), sentence_length=(1, 10))
+    text = [np.concatenate(document) for document in documents]
+    pairs = create_segment_pairs(
+        documents, rng, max_num_tokens=1000, short_seq_prob=0, task="sop", both_orders=True
+    )
+    assert len(pairs) == 200
+    for (swapped_a, swapped_b, swapped), (tokens_a, tokens_b, label) in zip(
+        pairs[::2], pairs[1::2], strict=True
+    ):
+        assert (swapped, label) == (1, 0)
+        assert np.array_equal(swapped_a, tokens_b) and np.array_equal(swapped_b, tokens_a)
+        index = int(origin(tokens_a)[0][0])
+        assert np.array_equal(np.concatenate([tokens_a, tokens_b]), text[index])
