@@ -9,6 +9,7 @@ falls on both, and reports the median over repeats. CPU time is the process's
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import pathlib
@@ -130,6 +131,30 @@ def load_recipe(name: str, arg: str = ""):
     from bert_jax.run_config import load_recipe as load
 
     return load(f"configs/{name}.py:{arg}", data_root=REPO_ROOT / "data")
+
+
+def pipeline_parser(description: str) -> argparse.ArgumentParser:
+    """The flags every input-pipeline benchmark takes."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--num_batches", type=int, default=None, help="per repeat")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds")
+    return parser
+
+
+def pipeline_recipe(name: str, args: argparse.Namespace):
+    """(config, max_documents, num_batches) to time recipe NAME's pipeline in this thread."""
+    config = load_recipe(name)
+    config.data.worker_count = 0
+    config.data.prefetch = 0  # no prefetch thread: everything is timed in this thread
+    max_documents = None
+    if args.smoke:
+        config.data.shuffle_buffer = 64
+        max_documents = 64
+    # Whole shuffle windows per repeat, so every repeat pays for the same window fills.
+    num_batches = args.num_batches or (2 if args.smoke else config.data.shuffle_buffer // 32)
+    return config, max_documents, num_batches
 
 
 def pretokenized_documents(config, tokenizer, max_documents: int | None = None):

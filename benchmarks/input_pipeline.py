@@ -29,7 +29,6 @@ tokenization or torch ops are charged for every core they use.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import types
 import warnings
@@ -202,12 +201,8 @@ def build_contenders(
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--num_batches", type=int, default=None, help="per repeat")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser = common.pipeline_parser(__doc__.split("\n")[0])
     parser.add_argument("--variants", default="raw,ids", help="comma list of raw, ids")
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds")
     args = parser.parse_args(argv)
 
     import torch
@@ -216,15 +211,7 @@ def main(argv=None) -> None:
     from bert_jax.data.tokenizer import Tokenizer
     from bert_jax.objectives.bert import BertDataConfig, BertObjective
 
-    config = common.load_recipe("bert")
-    config.data.worker_count = 0
-    config.data.prefetch = 0  # no prefetch thread: everything is timed in this thread
-    max_documents = None
-    if args.smoke:
-        config.data.shuffle_buffer = 64
-        max_documents = 64
-    # Whole shuffle windows per repeat, so every repeat pays for the same window fills.
-    num_batches = args.num_batches or (2 if args.smoke else config.data.shuffle_buffer // 32)
+    config, max_documents, num_batches = common.pipeline_recipe("bert", args)
     tokenizer = Tokenizer(config.data.vocab_path)
     objective = BertObjective(BertDataConfig.from_config(config), tokenizer)
     hf_tok = hf_tokenizer(config.data.vocab_path)

@@ -28,8 +28,6 @@ a sentinel, counted the same way on both sides. Per core = per CPU second of thi
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 
 from benchmarks import common
@@ -120,25 +118,13 @@ def peer_batches(chunks: np.ndarray, collator, batch_size: int):
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--num_batches", type=int, default=None, help="per repeat")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds")
-    args = parser.parse_args(argv)
+    args = common.pipeline_parser(__doc__.split("\n")[0]).parse_args(argv)
 
     from bert_jax.data import pipeline
     from bert_jax.data.tokenizer import Tokenizer
     from bert_jax.objectives.t5 import T5DataConfig, T5Objective
 
-    config = common.load_recipe("t5")
-    config.data.worker_count = 0
-    config.data.prefetch = 0  # no prefetch thread: everything is timed in this thread
-    max_documents = None
-    if args.smoke:
-        config.data.shuffle_buffer = 64
-        max_documents = 64
-    num_batches = args.num_batches or (2 if args.smoke else config.data.shuffle_buffer // 32)
+    config, max_documents, num_batches = common.pipeline_recipe("t5", args)
     tokenizer = Tokenizer(config.data.vocab_path, extra_ids=config.objective.extra_ids)
     data_config = T5DataConfig.from_config(config)
     objective = T5Objective(data_config, tokenizer)
