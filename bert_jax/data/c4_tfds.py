@@ -17,7 +17,7 @@ import os
 import tensorflow_datasets as tfds
 from etils import epath
 
-from bert_jax.data import sources
+from bert_jax.data import jsonl_source
 
 
 class C4Shards(tfds.core.GeneratorBasedBuilder):
@@ -73,8 +73,8 @@ class C4Shards(tfds.core.GeneratorBasedBuilder):
         return splits
 
     def _generate_examples(self, pattern: str):
-        for path in sources.expand_patterns(pattern):
-            records = sources.JsonLinesIterDataset(path, self._text_field, whole_records=True)
+        for path in jsonl_source.expand_patterns(pattern):
+            records = jsonl_source.JsonLinesIterDataset(path, self._text_field, whole_records=True)
             for index, record in enumerate(records):
                 # Keys only need to be unique; TFDS shuffles by their hash.
                 yield (

@@ -26,14 +26,14 @@ import jax
 import numpy as np
 from absl import flags, logging
 
-from bert_jax.data import sources
+from bert_jax.data import jsonl_source, sources
 
 
 class _EncodedDocumentsIterator(grain.DatasetIterator):
     def __init__(self, parent, tokenizer):
         super().__init__(parent)
         self._tokenizer = tokenizer
-        self.skip_counts = sources.SkipCounts()
+        self.skip_counts = jsonl_source.SkipCounts()
 
     def __next__(self) -> list[np.ndarray]:
         while True:
@@ -48,7 +48,7 @@ class _EncodedDocumentsIterator(grain.DatasetIterator):
 
     def set_state(self, state):
         self._parent.set_state(state["parent"])
-        self.skip_counts = sources.SkipCounts(no_sentences=int(state["no_sentences"]))
+        self.skip_counts = jsonl_source.SkipCounts(no_sentences=int(state["no_sentences"]))
 
 
 class EncodedDocumentsIterDataset(grain.IterDataset):
@@ -186,7 +186,7 @@ def _warn_if_workers_share_shards(data, split: str, process_count: int) -> None:
     if data.source != "jsonl":
         return
     pattern = data.train_pattern if split == "train" else data.eval_pattern
-    shards_per_host = len(sources.expand_patterns(pattern)) // process_count
+    shards_per_host = len(jsonl_source.expand_patterns(pattern)) // process_count
     if shards_per_host < data.worker_count:
         logging.warning(
             "%d json shard(s) per host for %d grain workers: workers will %s. Use "
