@@ -133,6 +133,23 @@ def load_recipe(name: str, arg: str = ""):
     return load(f"configs/{name}.py:{arg}", data_root=REPO_ROOT / "data")
 
 
+def drain(iterator, num_batches: int, count, unit: str = "examples"):
+    """A contender for `alternate`: pulls num_batches batches and sums their counts.
+
+    ``count(batch) -> (units, tokens)``; the totals are ``{unit: ..., "tokens": ...}``.
+    """
+
+    def run():
+        totals = {unit: 0.0, "tokens": 0.0}
+        for _ in range(num_batches):
+            units, tokens = count(next(iterator))
+            totals[unit] += units
+            totals["tokens"] += tokens
+        return totals
+
+    return run
+
+
 def pipeline_parser(description: str) -> argparse.ArgumentParser:
     """The flags every input-pipeline benchmark takes."""
     parser = argparse.ArgumentParser(description=description)

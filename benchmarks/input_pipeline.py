@@ -104,20 +104,6 @@ def hf_batches_from_ids(blocks: np.ndarray, collator, *, batch_size, special_ids
         yield collator(examples[start : start + batch_size])
 
 
-def drain(iterator, num_batches: int, count):
-    """A contender for `common.alternate`: pulls num_batches batches, returns their counts."""
-
-    def run():
-        totals = {"examples": 0.0, "tokens": 0.0}
-        for _ in range(num_batches):
-            examples, tokens = count(next(iterator))
-            totals["examples"] += examples
-            totals["tokens"] += tokens
-        return totals
-
-    return run
-
-
 def count_ours(batch):
     return batch["input_ids"].shape[0], float(batch["input_mask"].sum())
 
@@ -183,8 +169,8 @@ def build_contenders(
         }
     else:
         raise ValueError(f"--variants: unknown variant {variant!r} (raw, ids)")
-    contenders = {OURS: drain(iter(ours), num_batches, count_ours)}
-    contenders.update({name: drain(it, num_batches, count_hf) for name, it in peers.items()})
+    contenders = {OURS: common.drain(iter(ours), num_batches, count_ours)}
+    contenders.update({name: common.drain(it, num_batches, count_hf) for name, it in peers.items()})
     if variant == "ids":
         stacked = (
             {k: np.stack([e[k] for e in examples]) for k in examples[0]}
@@ -196,7 +182,7 @@ def build_contenders(
                 seed=config.seed,
             )
         )
-        contenders[OBJECTIVE_ONLY] = drain(stacked, num_batches, count_ours)
+        contenders[OBJECTIVE_ONLY] = common.drain(stacked, num_batches, count_ours)
     return contenders
 
 

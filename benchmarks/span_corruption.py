@@ -97,18 +97,6 @@ def text_tokens(token_arrays, eos_id: int, first_sentinel: int) -> float:
     return float(sum(np.sum((t > eos_id) & (t < first_sentinel)) for t in token_arrays))
 
 
-def drain(iterator, num_batches: int, count):
-    def run():
-        totals = {"rows": 0.0, "tokens": 0.0}
-        for _ in range(num_batches):
-            rows, tokens = count(next(iterator))
-            totals["rows"] += rows
-            totals["tokens"] += tokens
-        return totals
-
-    return run
-
-
 def peer_batches(chunks: np.ndarray, collator, batch_size: int):
     usable = len(chunks) // batch_size * batch_size
     start = 0
@@ -172,16 +160,16 @@ def main(argv=None) -> None:
             ds = common.pipeline_from_documents(
                 config, objective, documents, global_batch_size=args.batch_size
             )
-        return drain(iter(ds), num_batches, count_ours)
+        return common.drain(iter(ds), num_batches, count_ours, unit="rows")
 
     contenders = {
         "ours, token ids (grain tail, packed)": ours_dataset(from_text=False),
-        "peer, token ids (HF-style NumPy collator)": drain(
-            peer_batches(chunks, collator, args.batch_size), num_batches, count_peer
+        "peer, token ids (HF-style NumPy collator)": common.drain(
+            peer_batches(chunks, collator, args.batch_size), num_batches, count_peer, unit="rows"
         ),
         "ours, raw text (create_dataset, packed)": ours_dataset(from_text=True),
         # Diagnostic, not in the ratio: the objective's NumPy alone (no grain, no packing).
-        "(diagnostic) ours: objective only, unpacked": drain(
+        "(diagnostic) ours: objective only, unpacked": common.drain(
             common.objective_batches(
                 objective,
                 documents,
@@ -191,6 +179,7 @@ def main(argv=None) -> None:
             ),
             num_batches,
             count_examples,
+            unit="rows",
         ),
     }
     print(f"machine: {common.machine_info()}")
