@@ -7,12 +7,16 @@ PY := $(VENV)/bin/python
 DATA := data
 CORPUS := $(DATA)/c4_sample
 VOCAB := $(DATA)/vocab/spm.model
+TOKENIZED := $(DATA)/c4_tokenized
+# Beam's DirectRunner, one worker process per core (`TOKENIZE_RUNNER=serial`: the job's
+# in-process runner, which writes the same shards).
+TOKENIZE_RUNNER ?= DirectRunner
 CONFIG ?= configs/bert.py
 WORKDIR ?= workdirs/bert_tiny
 PYTEST_ARGS ?=
 FINETUNE_WORKDIR ?= workdirs/rt_bert_tiny
 
-.PHONY: venv corpus vocab pretrain report finetune test lint format clean
+.PHONY: venv corpus vocab tokenized pretrain report finetune test lint format clean
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,8 +33,15 @@ $(CORPUS)/.done: | $(VENV)/.installed
 $(VOCAB): $(CORPUS)/.done
 	$(PY) -m data_prep.train_tokenizer --corpus_glob '$(CORPUS)/c4-train.*.json.gz' --out_prefix $(basename $(VOCAB))
 
+# The embedded corpus as pre-tokenised ArrayRecord shards (config.data.source=tokenized).
+$(TOKENIZED)/.done: $(VOCAB)
+	$(PY) -m data_prep.tokenize_shards --input '$(CORPUS)/c4-train.*.json.gz' --output $(TOKENIZED)/train --vocab $(VOCAB) --runner $(TOKENIZE_RUNNER)
+	$(PY) -m data_prep.tokenize_shards --input '$(CORPUS)/c4-validation.*.json.gz' --output $(TOKENIZED)/validation --vocab $(VOCAB) --runner $(TOKENIZE_RUNNER)
+	touch $@
+
 corpus: $(CORPUS)/.done
 vocab: $(VOCAB)
+tokenized: $(TOKENIZED)/.done
 
 pretrain: $(VENV)/.installed $(VOCAB)
 	$(VENV)/bin/bert-jax pretrain --config $(CONFIG) --workdir $(WORKDIR)

@@ -211,17 +211,35 @@ def pipeline_from_documents(config, objective, documents, *, global_batch_size: 
     # In memory already: no reader threads (grain's advice), as the json reader has none.
     read_options = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
     ds = grain.MapDataset.source(documents).repeat().to_iter_dataset(read_options)
-    ds = ds.batch(config.data.docs_per_group, batch_fn=list)
-    ds = pipeline.IndexedGroupsIterDataset(ds)
-    ds = grain.experimental.FlatMapIterDataset(
-        ds, pipeline.ExamplesFromDocuments(objective, config.seed, 0)
+    return pipeline.batches_from_documents(
+        ds, config, objective, shuffle=True, batch_size=global_batch_size, process_index=0
     )
-    ds = objective.finalize(ds)
-    if config.data.shuffle_buffer > 1:
-        ds = grain.experimental.WindowShuffleIterDataset(
-            ds, window_size=config.data.shuffle_buffer, seed=config.seed
+
+
+def tokenized_config(config, workdir: str | None = None):
+    """A copy of `config` reading the train split from pre-tokenised ArrayRecord shards.
+
+    Uses data/c4_tokenized/train (`make tokenized`) when it was made with this vocabulary;
+    otherwise prepares the train shards into `workdir` (a temporary directory) first.
+    """
+    import tempfile
+
+    from bert_jax.data import tokenized_source
+    from data_prep import tokenize_shards
+
+    tokenized = config.copy_and_resolve_references()
+    shards = REPO_ROOT / "data" / "c4_tokenized" / "train"
+    try:
+        manifest = tokenized_source.read_manifest(str(shards))
+        tokenized_source.check_vocabulary(manifest, str(shards), config.data.vocab_path)
+    except ValueError:
+        shards = pathlib.Path(workdir or tempfile.mkdtemp(prefix="c4_tokenized_"))
+        tokenize_shards.run(
+            config.data.train_pattern, str(shards), config.data.vocab_path, runner="serial"
         )
-    return ds.batch(global_batch_size, drop_remainder=True)
+    tokenized.data.source = "tokenized"
+    tokenized.data.train_pattern = str(shards / ("*" + tokenized_source.SHARD_SUFFIX))
+    return tokenized
 
 
 def objective_batches(objective, documents, *, docs_per_group: int, batch_size: int, seed: int):

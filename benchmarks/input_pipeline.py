@@ -21,6 +21,10 @@ Two like-for-like starting points, each printing a ratio:
              run_mlm.py gives them ({'input_ids', 'special_tokens_mask'} dicts) and as
              plain id lists; the faster of the two is the peer.
 
+  shards     ours: `pipeline.create_dataset` with config.data.source=tokenized, reading the
+             train split from pre-tokenised ArrayRecord shards (`make tokenized`, or
+             prepared on the fly): no json, no sentencepiece. peer: as for token ids.
+
 The peer does less work than ours (no sentence pairs, no NSP labels, no padding, no
 fixed-size prediction lists) and ours counts only real tokens (input_mask), never padding.
 "Per core" divides by the process's CPU seconds (all threads), so multi-threaded Rust
@@ -30,8 +34,6 @@ tokenization or torch ops are charged for every core they use.
 from __future__ import annotations
 
 import itertools
-import types
-import warnings
 
 import numpy as np
 
@@ -47,14 +49,11 @@ def hf_tokenizer(vocab_path: str):
     """A fast HF tokenizer with our sentencepiece model's pieces and ids, adding [CLS] .. [SEP]."""
     import tokenizers
     import transformers
-    from transformers.convert_slow_tokenizer import SpmConverter
 
-    class _Converter(SpmConverter):
-        handle_byte_fallback = True  # our model falls back to bytes, like sentencepiece does
+    from bert_jax.export import hf
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        backend = _Converter(types.SimpleNamespace(vocab_file=vocab_path)).converted()
+    # Byte fallback included: our model falls back to bytes, like sentencepiece does.
+    backend = hf.spm_backend(vocab_path)
     backend.post_processor = tokenizers.processors.TemplateProcessing(
         single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 3), ("[SEP]", 4)]
     )
@@ -129,10 +128,12 @@ def build_contenders(
     """{name: timed callable} for one starting point: ours first, then the peers."""
     from bert_jax.data import pipeline
 
+    if variant not in ("raw", "ids", "shards"):
+        raise ValueError(f"--variants: unknown variant {variant!r} (raw, ids, shards)")
     seq_len = config.data.max_seq_length
-    if variant == "raw":
+    if variant in ("raw", "shards"):
         ours = pipeline.create_dataset(
-            config,
+            common.tokenized_config(config) if variant == "shards" else config,
             objective,
             tokenizer,
             split="train",
@@ -140,6 +141,7 @@ def build_contenders(
             process_index=0,
             process_count=1,
         )
+    if variant == "raw":
         peers = {
             "HF fast tokenizer + run_mlm blocks + collator": hf_batches_from_texts(
                 texts,
@@ -150,10 +152,11 @@ def build_contenders(
                 batch_size=batch_size,
             )
         }
-    elif variant == "ids":
-        ours = common.pipeline_from_documents(
-            config, objective, documents, global_batch_size=batch_size
-        )
+    if variant in ("ids", "shards"):
+        if variant == "ids":
+            ours = common.pipeline_from_documents(
+                config, objective, documents, global_batch_size=batch_size
+            )
         blocks = id_blocks(
             documents, cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id, seq_len=seq_len
         )
@@ -167,8 +170,6 @@ def build_contenders(
             )
             for kind in ("dicts + special_tokens_mask", "plain id lists")
         }
-    else:
-        raise ValueError(f"--variants: unknown variant {variant!r} (raw, ids)")
     contenders = {OURS: common.drain(iter(ours), num_batches, count_ours)}
     contenders.update({name: common.drain(it, num_batches, count_hf) for name, it in peers.items()})
     if variant == "ids":
@@ -188,7 +189,9 @@ def build_contenders(
 
 def main(argv=None) -> None:
     parser = common.pipeline_parser(__doc__.split("\n")[0])
-    parser.add_argument("--variants", default="raw,ids", help="comma list of raw, ids")
+    parser.add_argument(
+        "--variants", default="raw,ids,shards", help="comma list of raw, ids, shards"
+    )
     args = parser.parse_args(argv)
 
     import torch

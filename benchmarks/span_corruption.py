@@ -20,6 +20,8 @@ dispatch) and the chunk array handed over directly (no list-of-dicts conversion)
   raw text   ours only: `pipeline.create_dataset` end to end (json.gz, sentencepiece, ...),
              for scale; the peer has no raw-text path here (its tokenizer would be the
              input_pipeline benchmark's).
+  shards     ours: `pipeline.create_dataset` with config.data.source=tokenized (pre-tokenised
+             ArrayRecord shards, `make tokenized`); compared with the token-ids peer.
 
 Both produce 128 encoder tokens per chunk (141 - noise + one sentinel per span + EOS).
 "Tokens" are source text tokens consumed: output tokens that are neither padding, EOS nor
@@ -145,10 +147,10 @@ def main(argv=None) -> None:
         outputs = [e[k] for e in examples for k in ("inputs", "targets")]
         return len(examples), text_tokens(outputs, eos, first_sentinel)
 
-    def ours_dataset(from_text: bool):
-        if from_text:
+    def ours_dataset(from_text: bool = False, from_shards: bool = False):
+        if from_text or from_shards:
             ds = pipeline.create_dataset(
-                config,
+                common.tokenized_config(config) if from_shards else config,
                 objective,
                 tokenizer,
                 split="train",
@@ -168,6 +170,7 @@ def main(argv=None) -> None:
             peer_batches(chunks, collator, args.batch_size), num_batches, count_peer, unit="rows"
         ),
         "ours, raw text (create_dataset, packed)": ours_dataset(from_text=True),
+        "ours, tokenized shards (create_dataset, packed)": ours_dataset(from_shards=True),
         # Diagnostic, not in the ratio: the objective's NumPy alone (no grain, no packing).
         "(diagnostic) ours: objective only, unpacked": common.drain(
             common.objective_batches(
@@ -206,10 +209,15 @@ def main(argv=None) -> None:
     common.print_table(
         ["contender", "rows/s", "tokens/s", "cores busy", "tokens/s/core", "tokens/row"], rows
     )
-    ours, peer, ours_text, _ = summaries.values()
+    ours, peer, ours_text, ours_shards, _ = summaries.values()
     print(
         f"raw text (ours) / token ids (peer), tokens/s per core: "
         f"{ours_text.rate_per_core('tokens') / peer.rate_per_core('tokens'):.2f}"
+    )
+    common.print_ratio(
+        ours_shards.rate_per_core("tokens"),
+        peer.rate_per_core("tokens"),
+        "span corruption from tokenized shards, tokens/s per core",
     )
     common.print_ratio(
         ours.rate_per_core("tokens"),

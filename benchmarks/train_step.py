@@ -30,6 +30,7 @@ import os
 import numpy as np
 
 from benchmarks import common
+from bert_jax import host_heap
 
 SMOKE_MODEL = {
     "bert": {"hidden_size": 32, "num_heads": 2, "intermediate_size": 64, "num_layers": 1},
@@ -215,6 +216,25 @@ def make_peer(args, config, task, batch_np, steps: int, device: str):
     return run
 
 
+def flops_per_step(args, task) -> dict[str, float]:
+    """Analytic matmul FLOPs of one train step (`bert_jax.flops`, 3 x forward) per contender.
+
+    The peer's BERT head scores all L positions (BertForPreTraining), ours only the P
+    masked ones; T5 is FLOP-matched.
+    """
+    from bert_jax import flops
+
+    config = task.model_config
+    if args.model == "bert":
+        ours = flops.bert_forward_flops(config, args.batch_size, args.seq_len, args.predictions)
+        peer = flops.bert_forward_flops(config, args.batch_size, args.seq_len, args.seq_len)
+    else:
+        ours = peer = flops.t5_forward_flops(
+            config, args.batch_size, args.seq_len, args.targets_length
+        )
+    return {"ours": 3.0 * ours, "peer": 3.0 * peer}
+
+
 def peer_device(jax_backend: str, torch) -> tuple[str | None, str]:
     """Where the peer can run beside ours, or None with the reason."""
     if jax_backend == "cpu":
@@ -238,7 +258,16 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=5, help="steps per timed block")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--smoke", action="store_true", help="tiny model and sizes, seconds")
+    parser.add_argument(
+        "--host_heap",
+        choices=("reuse", "default"),
+        default="reuse",
+        help="reuse: restart once with bert_jax.host_heap.TUNABLES (both contenders run "
+        "under them); default: glibc's own malloc settings",
+    )
     args = parser.parse_args(argv)
+    if args.host_heap == "reuse" and argv is None:
+        host_heap.reexec_with_heap_reuse()
     if args.smoke:
         args.batch_size, args.seq_len, args.targets_length, args.predictions = 4, 32, 8, 5
         args.steps, args.repeats = 1, 1
@@ -273,17 +302,38 @@ def main(argv=None) -> None:
         f"peer: {device_note}; transformers {transformers.__version__}; "
         f"{args.steps} steps x {args.repeats} alternating repeats (median)"
     )
+    step_flops = flops_per_step(args, task)
+    heap = os.environ.get("GLIBC_TUNABLES", "glibc defaults")
+    print(
+        f"host heap: {heap}; "
+        f"model FLOPs/step: ours {step_flops['ours']:.3g}, peer {step_flops['peer']:.3g}"
+    )
     summaries = common.alternate(contenders, warmup=2, repeats=args.repeats)
     rows = []
-    for name, summary in summaries.items():
+    for (name, summary), flops in zip(summaries.items(), step_flops.values(), strict=False):
         step_s = summary.wall_s / args.steps
         loss = summary.timings[-1].counts["loss"]
-        rows.append([name, 1000 * step_s, tokens_per_step / step_s, summary.cores_busy, loss])
-    common.print_table(["contender", "step ms", "tokens/s", "cores busy", "loss (last step)"], rows)
+        rows.append(
+            [
+                name,
+                1000 * step_s,
+                tokens_per_step / step_s,
+                flops / step_s / 1e9,
+                summary.cores_busy,
+                loss,
+            ]
+        )
+    common.print_table(
+        ["contender", "step ms", "tokens/s", "GFLOP/s", "cores busy", "loss (last step)"], rows
+    )
     if device is None:
         print(f"ratio (ours / peer): n/a  [peer not run: {device_note}]")
         return
     ours_s, peer_s = (s.wall_s for s in summaries.values())
+    common.print_ratio(
+        step_flops["ours"] / ours_s, step_flops["peer"] / peer_s, f"{args.model} model FLOP/s"
+    )
+    # Last, the line the smoke test and README read: per step (tokens/s).
     common.print_ratio(1 / ours_s, 1 / peer_s, f"{args.model} training tokens/s")
 
 

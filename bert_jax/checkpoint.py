@@ -20,6 +20,8 @@ import grain
 import orbax.checkpoint as ocp
 from etils import epath
 
+from bert_jax.models import layer_stack
+
 
 def model_fingerprint(model_config: Any) -> dict[str, Any]:
     """JSON-able description of a model config dataclass (plus its class name)."""
@@ -35,6 +37,13 @@ class Checkpointer:
         # then waits on it forever), so `--workdir workdirs/x` is made absolute here.
         self.directory = epath.Path(os.path.abspath(os.fspath(directory)))
         self.fingerprint = model_fingerprint(model_config)
+        # Fields added after a checkpoint was written are absent from its JSON; they match
+        # when the run keeps the field's default (the behaviour the checkpoint had).
+        self._defaults = {
+            field.name: json.loads(json.dumps(field.default, default=str))
+            for field in dataclasses.fields(model_config)
+            if field.default is not dataclasses.MISSING
+        }
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
@@ -62,12 +71,20 @@ class Checkpointer:
         """Raises ValueError naming each hyperparameter that differs from the checkpoint."""
         saved = self._manager.restore(step, args=ocp.args.Composite(model=ocp.args.JsonRestore()))
         saved = saved["model"]
+        # dtype / attention / remat_policy change how a step computes, not the weights.
+        compute_only = set(layer_stack.COMPUTE_ONLY_FIELDS)
         diffs = [
             f"{key}: checkpoint={saved.get(key)!r} config={value!r}"
             for key, value in self.fingerprint.items()
             if saved.get(key) != value
+            and key not in compute_only
+            and not (key not in saved and self._defaults.get(key, object()) == value)
         ]
-        diffs += [f"{key}: only in checkpoint" for key in saved if key not in self.fingerprint]
+        diffs += [
+            f"{key}: only in checkpoint"
+            for key in saved
+            if key not in self.fingerprint and key not in compute_only
+        ]
         if diffs:
             raise ValueError(
                 f"checkpoint {self.directory}/{step} was written for a different model; "

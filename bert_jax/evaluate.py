@@ -3,8 +3,10 @@
 For the BERT family this is the ALBERT paper's intrinsic cross-evaluation
 (Lan et al., Table 5): the one sentence-pair head of the checkpoint is scored
 on next-sentence pairs (random next segment from another document) *and* on
-sentence-order pairs (two consecutive segments, swapped half the time), beside
-the masked-LM accuracy. T5 checkpoints report target loss and accuracy.
+sentence-order pairs (two consecutive segments, in both orders), beside the
+masked-LM figures on each: all selected positions, each input kind (``[MASK]``,
+random token, kept; see objectives/bert_eval.py) and the training-unigram
+baselines of the ``[MASK]`` targets. T5 checkpoints report target loss and accuracy.
 Results are printed and written to ``WORKDIR/evaluate.json``.
 """
 
@@ -16,10 +18,10 @@ import os
 
 import jax
 import ml_collections
-import numpy as np
 
 from bert_jax import objectives, optim, sharding, train
 from bert_jax.checkpoint import Checkpointer
+from bert_jax.objectives import baselines, bert_eval
 
 PAIR_TASKS = ("nsp", "sop")
 
@@ -59,19 +61,21 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
         eval_step = jax.jit(train.make_eval_step(task, graphdef))
         results: dict[str, float] = {"step": step}
         if config.model.name in ("bert", "albert"):
+            train_counts = baselines.training_unigram_counts(config.data, task.tokenizer)
             for pair_task in PAIR_TASKS:
                 variant = _variant(config, pair_task)
                 variant_task = objectives.get_task(variant)
                 batches = train.eval_batches(variant, variant_task, config.train.eval_batches)
                 metrics = train.evaluate(eval_step, params, batches, data_sharding, variant_task)
+                figures = bert_eval.held_out_baselines(train_counts, batches, task.tokenizer)
                 results[f"{pair_task}_accuracy"] = metrics["pair_accuracy"]
-                labels = np.concatenate([batch["pair_labels"] for batch in batches])
-                results[f"{pair_task}_majority_accuracy"] = float(
-                    max(labels.mean(), 1.0 - labels.mean())
-                )
-                results[f"{pair_task}_pairs"] = int(labels.size)
-                results[f"mlm_accuracy_on_{pair_task}_pairs"] = metrics["mlm_accuracy"]
-                results[f"mlm_loss_on_{pair_task}_pairs"] = metrics["mlm_loss"]
+                results[f"{pair_task}_majority_accuracy"] = figures["pair_majority_accuracy"]
+                results[f"{pair_task}_pairs"] = sum(len(b["pair_labels"]) for b in batches)
+                # Masked-LM figures on this variant's pairs: all selected positions, each input
+                # kind ([MASK], random, kept) and the unigram baselines of the [MASK] targets.
+                for key, value in {**metrics, **figures}.items():
+                    if key.startswith(("mlm_", "mask_")):
+                        results[f"{key}_on_{pair_task}_pairs"] = value
         else:
             batches = train.eval_batches(config, task, config.train.eval_batches)
             results.update(train.evaluate(eval_step, params, batches, data_sharding, task))
@@ -81,6 +85,6 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
             json.dump(results, f, indent=2)
         for key, value in results.items():
             print(
-                f"{key:<28}{value:>10.4f}" if isinstance(value, float) else f"{key:<28}{value:>10}"
+                f"{key:<40}{value:>10.4f}" if isinstance(value, float) else f"{key:<40}{value:>10}"
             )
     return results

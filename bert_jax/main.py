@@ -11,11 +11,13 @@ Commands:
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
-import jax
 from absl import app, flags
 from ml_collections import config_flags
+
+from bert_jax import distributed, run_config
 
 COMMANDS = ("pretrain", "evaluate", "report", "export", "finetune")
 
@@ -25,18 +27,24 @@ _CONFIG = config_flags.DEFINE_config_file(
 )
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and metrics.")
 flags.DEFINE_string("out", None, "Output directory (export).")
+# Each also reads BERT_JAX_<NAME> (then JAX_<NAME>) from the environment; see distributed.py.
 flags.DEFINE_string("coordinator_address", None, "Multi-host: host:port of process 0.")
 flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
 flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.")
 
 
-def _initialize_distributed() -> None:
-    if FLAGS.coordinator_address:
-        jax.distributed.initialize(
-            coordinator_address=FLAGS.coordinator_address,
-            num_processes=FLAGS.num_processes,
-            process_id=FLAGS.process_id,
-        )
+def _initialize_distributed(config) -> None:
+    """Joins the other hosts before any JAX computation (see bert_jax/distributed.py)."""
+    # A hand-written recipe that did not start from base_config() gets its defaults.
+    settings = config.get("distributed") or run_config.base_config().distributed
+    group = distributed.resolve(
+        coordinator_address=FLAGS.coordinator_address,
+        num_processes=FLAGS.num_processes,
+        process_id=FLAGS.process_id,
+        environ=os.environ,
+        auto_detect=settings.auto_detect,
+    )
+    distributed.initialize(group, settings)
 
 
 def _require(name: str, command: str):
@@ -56,9 +64,8 @@ def main(argv: list[str]) -> None:
     # Our progress lines use the root logger; orbax, grain and jax log through
     # absl at INFO on every save, which would drown them.
     logging.getLogger("absl").setLevel(logging.WARNING)
-    _initialize_distributed()
     workdir = _require("workdir", command)
-    if command == "report":
+    if command == "report":  # reads files only: one process, no coordinator
         from bert_jax import report
 
         report.print_report(workdir)
@@ -66,6 +73,7 @@ def main(argv: list[str]) -> None:
     config = _CONFIG.value
     if config is None:
         raise app.UsageError(f"`bert-jax {command}` needs --config")
+    _initialize_distributed(config)
     if command == "pretrain":
         from bert_jax import train
 
@@ -88,9 +96,9 @@ def run() -> None:
     """Console-script entry point."""
     try:
         app.run(main)
-    except (ValueError, FileNotFoundError, FloatingPointError) as error:
-        # User-facing errors (bad config, corrupt data, NaN loss) end the run
-        # with their message instead of a stack trace.
+    except (ValueError, FileNotFoundError, FloatingPointError, distributed.InitError) as error:
+        # User-facing errors (bad config, corrupt data, NaN loss, hosts that cannot
+        # meet) end the run with their message instead of a stack trace.
         print(f"bert-jax: error: {error}", file=sys.stderr)
         sys.exit(1)
 

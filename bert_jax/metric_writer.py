@@ -23,12 +23,31 @@ def _format_duration(seconds: float) -> str:
 
 
 class MetricWriter:
-    """Writes scalars and reports speed (steps/s, tokens/s) and ETA."""
+    """Writes scalars and reports speed (steps/s, tokens/s, TFLOP/s, MFU) and ETA.
 
-    def __init__(self, workdir: str, *, total_steps: int, tokens_per_step: int):
+    Args:
+      workdir: where ``tensorboard/`` and ``metrics.jsonl`` go.
+      total_steps: the run's last step (for the ETA).
+      tokens_per_step: global tokens one step trains on.
+      num_devices: devices sharing a step (TFLOP/s are per device).
+      peak_flops: peak FLOP/s of one device (``bert_jax.flops``); None logs no MFU.
+    """
+
+    def __init__(
+        self,
+        workdir: str,
+        *,
+        total_steps: int,
+        tokens_per_step: int,
+        num_devices: int = 1,
+        peak_flops: float | None = None,
+    ):
         self.enabled = jax.process_index() == 0
         self.total_steps = total_steps
         self.tokens_per_step = tokens_per_step
+        self.num_devices = num_devices
+        self.peak_flops = peak_flops
+        self.flops_per_step: float | None = None  # set_flops_per_step, once a batch is seen
         self._last_time: float | None = None
         self._last_step: int | None = None
         if self.enabled:
@@ -51,19 +70,29 @@ class MetricWriter:
         """Marks the step from which speed is measured (after compilation)."""
         self._last_time, self._last_step = time.perf_counter(), step
 
+    def set_flops_per_step(self, flops: float | None) -> None:
+        """Model FLOPs of one global step (``bert_jax.flops.train_flops_per_step``)."""
+        self.flops_per_step = flops
+
     def speed(self, step: int) -> dict[str, float]:
-        """Steps/s and tokens/s since the last call, and the ETA in seconds."""
+        """Steps/s, tokens/s, TFLOP/s per device and MFU since the last call; ETA in s."""
         now = time.perf_counter()
         if self._last_time is None or step <= self._last_step:
             self.start(step)
             return {}
         steps_per_sec = (step - self._last_step) / (now - self._last_time)
         self._last_time, self._last_step = now, step
-        return {
+        speed = {
             "steps_per_sec": steps_per_sec,
             "tokens_per_sec": steps_per_sec * self.tokens_per_step,
             "eta_sec": (self.total_steps - step) / steps_per_sec,
         }
+        if self.flops_per_step is not None:
+            flops_per_device = steps_per_sec * self.flops_per_step / self.num_devices
+            speed["tflops_per_device"] = flops_per_device / 1e12
+            if self.peak_flops is not None:
+                speed["mfu"] = flops_per_device / self.peak_flops
+        return speed
 
     def report_train(self, step: int, metrics: Mapping[str, float]) -> None:
         """Console progress line plus the scalars."""
@@ -77,8 +106,12 @@ class MetricWriter:
                 parts += [
                     f"{speed['steps_per_sec']:.2f} steps/s",
                     f"{speed['tokens_per_sec']:,.0f} tokens/s",
-                    f"ETA {_format_duration(speed['eta_sec'])}",
                 ]
+                if "tflops_per_device" in speed:
+                    parts.append(f"{speed['tflops_per_device']:.3g} TFLOP/s/device")
+                if "mfu" in speed:
+                    parts.append(f"MFU {100 * speed['mfu']:.1f}%")
+                parts.append(f"ETA {_format_duration(speed['eta_sec'])}")
             logging.info(" | ".join(parts))
 
     def report_eval(self, step: int, metrics: Mapping[str, float]) -> None:

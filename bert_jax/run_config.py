@@ -29,7 +29,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.seed = 0
 
     config.data = ml_collections.ConfigDict()
-    config.data.source = "jsonl"  # jsonl (C4 *.json.gz shards) | tfds | text
+    # jsonl (C4 *.json.gz shards) | tfds | text | tokenized (data_prep.tokenize_shards output:
+    # the patterns then name the shards, e.g. data/c4_tokenized/train/*.array_record)
+    config.data.source = "jsonl"
     config.data.train_pattern = "data/c4_sample/c4-train.*.json.gz"
     config.data.eval_pattern = "data/c4_sample/c4-validation.*.json.gz"
     config.data.tfds_name = ""  # e.g. 'c4/en:3.1.0' or 'c4_shards' (array_record format)
@@ -43,10 +45,21 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.shuffle_buffer = 2048  # examples
     config.data.cycle_length = 4  # jsonl shards read at once (interleaved)
     config.data.worker_count = 0  # grain worker processes (0: in the main process)
+    config.data.read_threads = 0  # source=tokenized: reader threads (a few for network disks)
     config.data.prefetch = 4  # batches prefetched by a thread when worker_count == 0
+    # Streams the corpus is split into, each filling its slice of every global batch and
+    # shared out among the hosts; fixed, it makes the batches independent of the host
+    # count (a multiple of it). 0: one stream per host.
+    config.data.input_shards = 0
+    # Bad records (invalid JSON or UTF-8, empty texts, no sentence) are skipped and counted;
+    # once 1000 are read, a larger fraction skipped stops the run (>= 1: never).
+    config.data.max_skipped_fraction = 0.5
 
     config.train = ml_collections.ConfigDict()
     config.train.batch_size = 64  # global, across all hosts
+    # Microbatches per step (one optimizer update over their summed gradients), so a
+    # large global batch fits: batch_size must divide by this times data*fsdp devices.
+    config.train.gradient_accumulation_steps = 1
     config.train.num_steps = 1000
     config.train.log_every = 50
     config.train.eval_every = 500
@@ -67,9 +80,20 @@ def base_config() -> ml_collections.ConfigDict:
     config.optim.grad_clip_norm = 1.0
 
     config.mesh = ml_collections.ConfigDict()
+    # dp | fsdp | fsdp_tp fills shape and axis_rules (bert_jax/sharding.py PRESET_RULES);
+    # '' uses the two fields below as given.
+    config.mesh.preset = ""
+    config.mesh.tensor_parallelism = 1  # size of the tensor axis for preset=fsdp_tp
     # Sizes of the ('data', 'fsdp', 'tensor') mesh axes; -1 takes the remaining devices.
     config.mesh.shape = (-1, 1, 1)
     config.mesh.axis_rules = sharding.DEFAULT_RULES
+
+    # Multi-host start-up (bert_jax/distributed.py); the coordinator, process count and
+    # id come from --coordinator_address/--num_processes/--process_id or the environment.
+    config.distributed = ml_collections.ConfigDict()
+    config.distributed.init_timeout_s = 300  # every process must join by then, else exit 1
+    config.distributed.heartbeat_timeout_s = 100  # a silent peer after start-up stops the run
+    config.distributed.auto_detect = True  # SLURM / Open MPI / Cloud TPU slice: no flags needed
     return config
 
 

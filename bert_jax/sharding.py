@@ -38,6 +38,19 @@ DEFAULT_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
 
 Rules = Sequence[tuple[str, str | Sequence[str] | None]]
 
+# `config.mesh.preset`: the three layouts users pick from, as (mesh shape, rules).
+# dp: every device holds every weight; fsdp: weights split along `embed` (ZeRO-3,
+# gathered per layer); fsdp_tp: fsdp x tensor, heads and hidden units split over
+# `tensor` as in Megatron / t5x's model parallelism.
+_REPLICATED = tuple((name, None) for name in LOGICAL_AXES if name != "batch")
+PRESETS = ("dp", "fsdp", "fsdp_tp")
+PRESET_RULES: dict[str, tuple] = {
+    "dp": (("batch", ("data", "fsdp")),) + _REPLICATED,
+    "fsdp": (("batch", ("data", "fsdp")),)
+    + tuple((name, "fsdp" if name == "embed" else None) for name, _ in _REPLICATED),
+    "fsdp_tp": DEFAULT_RULES,
+}
+
 # Weights are placed by `jax.jit(init, out_shardings=...)`, never eagerly, so a
 # model can also be built outside any mesh (tests, export, CPU tools).
 nnx.use_eager_sharding(False)
@@ -72,6 +85,39 @@ def create_mesh(mesh_shape: Sequence[int], devices: Sequence[jax.Device] | None 
     return jax.make_mesh(
         tuple(shape), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES), devices=devices
     )
+
+
+def preset_layout(
+    preset: str | None, tensor_parallelism: int = 1
+) -> tuple[tuple[int, int, int], tuple] | None:
+    """``(mesh shape, axis rules)`` of a ``config.mesh.preset``; None for no preset.
+
+    Args:
+      preset: ``dp`` | ``fsdp`` | ``fsdp_tp``, or empty / None to keep
+        ``config.mesh.shape`` and ``config.mesh.axis_rules`` as given.
+      tensor_parallelism: size of the ``tensor`` axis for ``fsdp_tp``.
+
+    Raises:
+      ValueError: naming ``config.mesh.preset`` or ``config.mesh.tensor_parallelism``.
+    """
+    if not preset:
+        return None
+    if preset not in PRESETS:
+        raise ValueError(f"config.mesh.preset={preset!r}; choose one of {PRESETS} or ''")
+    if preset != "fsdp_tp":
+        return ((-1, 1, 1) if preset == "dp" else (1, -1, 1)), PRESET_RULES[preset]
+    if not isinstance(tensor_parallelism, int) or tensor_parallelism < 1:
+        raise ValueError(
+            f"config.mesh.tensor_parallelism must be a positive int, got {tensor_parallelism!r}"
+        )
+    return (1, -1, tensor_parallelism), PRESET_RULES[preset]
+
+
+def mesh_from_config(mesh_config) -> tuple[Mesh, tuple]:
+    """The mesh and validated rules of ``config.mesh`` (its preset, else shape + rules)."""
+    layout = preset_layout(mesh_config.get("preset"), mesh_config.get("tensor_parallelism", 1))
+    shape, rules = layout or (mesh_config.shape, mesh_config.axis_rules)
+    return create_mesh(shape), validate_rules(rules)
 
 
 def validate_rules(rules: Rules) -> tuple[tuple[str, str | tuple[str, ...] | None], ...]:
@@ -130,12 +176,14 @@ def logical_to_mesh(
 def constrain(x: jax.Array, logical_axes: Sequence[str | None]) -> jax.Array:
     """Constrains an activation's sharding by logical axis names.
 
-    A no-op outside a mesh context, so models also run unsharded.
+    A no-op outside a mesh context, so models also run unsharded. An axis too
+    small to split (one decoded example on a 4-way batch axis) is left unconstrained.
     """
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty or not spmd.get_logical_axis_rules():
         return x
-    return jax.lax.with_sharding_constraint(x, logical_to_mesh(logical_axes))
+    spec = _divisible(logical_to_mesh(logical_axes), x.shape, mesh)
+    return jax.lax.with_sharding_constraint(x, spec)
 
 
 def state_shardings(abstract_state, mesh: Mesh, rules: Rules):
@@ -151,7 +199,9 @@ def state_shardings(abstract_state, mesh: Mesh, rules: Rules):
     def to_sharding(spec, leaf):
         if len(spec) > len(leaf.shape):
             spec = PartitionSpec()
-        return NamedSharding(mesh, spec)
+        # Adafactor keeps (1,)-shaped placeholder moments for unfactored 1-D parameters:
+        # they inherit an `embed` annotation that cannot split a size-1 axis.
+        return NamedSharding(mesh, _divisible(spec, leaf.shape, mesh))
 
     return jax.tree.map(to_sharding, specs, abstract_state)
 
@@ -159,3 +209,15 @@ def state_shardings(abstract_state, mesh: Mesh, rules: Rules):
 def data_sharding(mesh: Mesh, rules: Rules) -> NamedSharding:
     """Sharding of a ``[batch, ...]`` input array: batch over the mapped axes."""
     return NamedSharding(mesh, logical_to_mesh(("batch",), validate_rules(rules)))
+
+
+def _divisible(spec: PartitionSpec, shape: Sequence[int], mesh) -> PartitionSpec:
+    """``spec`` without the mesh axes that do not evenly split their dimension."""
+
+    def fits(axes, size: int) -> bool:
+        names = (axes,) if isinstance(axes, str) else axes
+        return size % int(np.prod([mesh.shape[name] for name in names])) == 0
+
+    # A spec may be shorter than the shape (trailing axes replicated): strict=False.
+    pairs = zip(spec, shape, strict=False)
+    return PartitionSpec(*(axes if not axes or fits(axes, size) else None for axes, size in pairs))

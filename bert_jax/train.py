@@ -2,7 +2,8 @@
 
 Reads top to bottom: mesh -> task (tokenizer, example builder, model, loss) ->
 optimizer -> abstract state and its shardings -> init or restore -> jitted
-steps -> loop with logging, evaluation and checkpoints.
+steps (train_step.py, with gradient accumulation) -> loop with logging (speed,
+MFU), evaluation and checkpoints.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import signal
 from collections.abc import Iterator
 from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -22,17 +22,13 @@ import numpy as np
 import optax
 from flax import nnx
 
-from bert_jax import objectives, optim, sharding
+from bert_jax import flops, objectives, optim, sharding
 from bert_jax.checkpoint import Checkpointer
 from bert_jax.data import pipeline
 from bert_jax.metric_writer import MetricWriter
+from bert_jax.train_step import TrainState, check_batch_divides, make_eval_step, make_train_step
 
-
-@flax.struct.dataclass
-class TrainState:
-    step: jax.Array
-    params: nnx.State
-    opt_state: optax.OptState
+__all__ = ["TrainState", "make_eval_step", "make_train_step", "train_and_evaluate"]
 
 
 def abstract_train_state(task: objectives.Task, tx: optax.GradientTransformation, seed: int):
@@ -60,39 +56,6 @@ def with_shardings(abs_state, shardings):
     return jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abs_state, shardings
     )
-
-
-def make_train_step(task: objectives.Task, graphdef, tx, schedule):
-    """A pure step: (state, batch, key) -> (state, metrics)."""
-
-    def train_step(state: TrainState, batch: dict[str, jax.Array], key: jax.Array):
-        dropout_key = jax.random.fold_in(key, state.step)
-
-        def loss_of(params):
-            model = nnx.merge(graphdef, params)
-            return task.loss_fn(
-                model, batch, deterministic=False, rngs=nnx.Rngs(dropout=dropout_key)
-            )
-
-        (loss, metrics), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        metrics = {
-            **metrics,
-            "loss": loss,
-            "grad_norm": optax.global_norm(grads),
-            "learning_rate": schedule(state.step),
-        }
-        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
-
-    return train_step
-
-
-def make_eval_step(task: objectives.Task, graphdef):
-    def eval_step(params: nnx.State, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
-        return task.eval_fn(nnx.merge(graphdef, params), batch)
-
-    return eval_step
 
 
 def task_dataset(config, task: objectives.Task, split: str):
@@ -181,13 +144,9 @@ def train_and_evaluate(
       task: defaults to ``objectives.get_task(config)``; fine-tuning passes its own.
     """
     train = config.train
-    mesh = sharding.create_mesh(config.mesh.shape)
-    rules = sharding.validate_rules(config.mesh.axis_rules)
-    if train.batch_size % (mesh.shape["data"] * mesh.shape["fsdp"]):
-        raise ValueError(
-            f"config.train.batch_size={train.batch_size} is not divisible by the "
-            f"data*fsdp mesh size {mesh.shape['data'] * mesh.shape['fsdp']}"
-        )
+    mesh, rules = sharding.mesh_from_config(config.mesh)
+    accumulation = train.get("gradient_accumulation_steps", 1)
+    check_batch_divides(train.batch_size, accumulation, mesh)
     task = task or objectives.get_task(config)
     tx, schedule = optim.create_optimizer(config.optim, train.num_steps)
     logging.info("Mesh %s; model %s", dict(mesh.shape), task.model_config)
@@ -217,7 +176,7 @@ def train_and_evaluate(
         logging.info("%s parameters; starting at step %d", f"{num_params:,}", start_step)
 
         train_step = jax.jit(
-            make_train_step(task, graphdef, tx, schedule),
+            make_train_step(task, graphdef, tx, schedule, accumulation),
             in_shardings=(shardings, data_sharding, None),
             out_shardings=(shardings, None),
             donate_argnums=(0,),
@@ -231,6 +190,10 @@ def train_and_evaluate(
             workdir,
             total_steps=train.num_steps,
             tokens_per_step=train.batch_size * task.tokens_per_example,
+            num_devices=mesh.size,
+            peak_flops=flops.device_peak(
+                jax.devices(), getattr(task.model_config, "dtype", "float32")
+            ),
         )
         key = jax.random.key(config.seed)
         result: dict[str, Any] = {"start_step": start_step}
@@ -238,7 +201,10 @@ def train_and_evaluate(
         step = start_step
         with _Preemption() as preemption:
             while step < train.num_steps:
-                batch = pipeline.global_batch(next(train_iter), data_sharding)
+                host_batch = next(train_iter)
+                if step == start_step:  # the model FLOPs follow from the batch shapes
+                    writer.set_flops_per_step(_flops_per_step(task, host_batch, train.batch_size))
+                batch = pipeline.global_batch(host_batch, data_sharding)
                 state, metrics = train_step(state, batch, key)
                 step += 1
                 sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
@@ -249,7 +215,9 @@ def train_and_evaluate(
                 if step % train.log_every == 0 or last or preemption.requested or step == stop_at:
                     result["train"] = _mean_metrics(sums, count)
                     _check_finite(result["train"], step, checkpointer)
-                    writer.report_train(step, result["train"])
+                    # This host's skipped-record counts (bert_jax/data/faults.py), if any.
+                    skips = pipeline.skip_metrics(train_iter)
+                    writer.report_train(step, {**result["train"], **skips})
                     sums, count = None, 0
                 if step % train.eval_every == 0 or last:
                     result["eval"] = {
@@ -273,6 +241,15 @@ def train_and_evaluate(
     result["step"] = step
     result["state"] = state
     return result
+
+
+def _flops_per_step(task, host_batch, global_batch_size: int) -> float | None:
+    """Model FLOPs of one step from a host batch's shapes (None for an unknown model)."""
+    shapes = {name: (global_batch_size, *np.shape(x)[1:]) for name, x in host_batch.items()}
+    step_flops = flops.train_flops_per_step(task.model_config, shapes)
+    if step_flops is not None:
+        logging.info("%.4g model TFLOPs per step (bert_jax/flops.py)", step_flops / 1e12)
+    return step_flops
 
 
 def _check_finite(metrics: dict[str, float], step: int, checkpointer: Checkpointer) -> None:

@@ -37,7 +37,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # ALBERT v2 trains without dropout.
     config.model.dropout_rate = 0.0
     config.model.attention_dropout_rate = 0.0
-    config.model.dtype = "float32"
+    config.model.dtype = "float32"  # activations and matmuls; bfloat16 on GPU/TPU
+    config.model.param_dtype = "float32"  # parameter storage; float32 unless memory-bound
+    config.model.attention = "dot_product"  # dot_product (jax.nn.dot_product_attention) | explicit
+    config.model.remat_policy = "none"  # none | full | dots_saveable | minimal (per layer)
+    config.model.scan_layers = False  # share_mode all, 1 group: scan the shared layer
 
     config.objective = ml_collections.ConfigDict()
     config.objective.name = "bert"

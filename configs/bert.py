@@ -40,6 +40,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.model.dropout_rate = 0.1
     config.model.attention_dropout_rate = 0.1
     config.model.dtype = "float32"  # activations; bfloat16 on GPU/TPU
+    config.model.param_dtype = "float32"  # parameter storage; float32 unless memory-bound
+    config.model.attention = "dot_product"  # dot_product (jax.nn.dot_product_attention) | explicit
+    config.model.remat_policy = "none"  # none | full | dots_saveable | minimal (per layer)
+    config.model.scan_layers = False  # nnx.scan over layers stacked on a 'layers' axis
 
     config.objective = ml_collections.ConfigDict()
     config.objective.name = "bert"

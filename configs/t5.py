@@ -35,7 +35,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.model.num_encoder_layers = config_dict.placeholder(int)
     config.model.num_decoder_layers = config_dict.placeholder(int)
     config.model.dropout_rate = 0.0  # T5 v1.1 pretrains without dropout
-    config.model.dtype = "float32"
+    config.model.dtype = "float32"  # activations and matmuls; bfloat16 on GPU/TPU
+    config.model.param_dtype = "float32"  # parameter storage; float32 unless memory-bound
+    config.model.attention = "dot_product"  # dot_product (jax.nn.dot_product_attention) | explicit
+    config.model.remat_policy = "none"  # none | full | dots_saveable | minimal (per layer)
+    config.model.scan_layers = False  # nnx.scan over layers stacked on a 'layers' axis
 
     config.objective = ml_collections.ConfigDict()
     config.objective.name = "span_corruption"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 from conftest import load_recipe
 
@@ -34,10 +35,25 @@ def test_albert_checkpoint_is_scored_on_nsp_and_sop_pairs(tmp_path, vocab_path, 
         "mlm_accuracy_on_sop_pairs",
     ):
         assert 0.0 <= scores[key] <= 1.0, key
+    for pair_task in ("nsp", "sop"):  # masked-LM figures by input kind on both pair sets
+        counts = [
+            scores[f"mlm_{kind}_count_on_{pair_task}_pairs"] for kind in ("mask", "random", "kept")
+        ]
+        assert sum(counts) == scores[f"mlm_count_on_{pair_task}_pairs"] > 0
+        assert counts[0] > counts[1] + counts[2]
+        for key in (
+            "mlm_mask_loss",
+            "mlm_mask_accuracy",
+            "mask_unigram_xent",
+            "mask_majority_accuracy",
+        ):
+            assert math.isfinite(scores[f"{key}_on_{pair_task}_pairs"]), (key, pair_task)
     assert scores["sop_majority_accuracy"] == 0.5  # both orders of every pair
     assert 0.5 <= scores["nsp_majority_accuracy"] < 0.6 and scores["nsp_pairs"] > 0
     # The SOP numbers equal the training loop's own evaluation (same held-out batches).
     assert abs(scores["sop_accuracy"] - result["eval"]["pair_accuracy"]) < 1e-6
+    for key in ("mlm_mask_loss", "mlm_kept_accuracy", "mask_unigram_xent"):
+        assert abs(scores[f"{key}_on_sop_pairs"] - result["eval"][key]) < 1e-6, key
     with open(tmp_path / "evaluate.json") as f:
         assert json.load(f)["nsp_accuracy"] == scores["nsp_accuracy"]
 

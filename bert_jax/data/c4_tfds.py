@@ -7,7 +7,8 @@ back needs neither the builder class nor TensorFlow:
 
     tfds.data_source('c4_shards', split='train', data_dir=DIR)
 
-Use `python -m data_prep.prepare_tfds` to prepare it.
+Use `python -m data_prep.prepare_tfds` to prepare it. `data_source` opens any prepared
+split (this one or real `c4/en`) for `config.data.source=tfds`.
 """
 
 from __future__ import annotations
@@ -104,3 +105,29 @@ def prepare(
     if os.path.isdir(download_dir) and not os.listdir(download_dir):
         os.rmdir(download_dir)
     return builder
+
+
+def data_source(data_config, split_name: str):
+    """Random access to a prepared TFDS split (`config.data.tfds_name`), no TensorFlow."""
+    try:
+        return tfds.data_source(
+            data_config.tfds_name, split=split_name, data_dir=data_config.tfds_data_dir or None
+        )
+    except (tfds.core.registered.DatasetNotFoundError, NotImplementedError, ValueError) as error:
+        raise ValueError(
+            f"Cannot open TFDS dataset {data_config.tfds_name!r} split {split_name!r} in "
+            f"data_dir {data_config.tfds_data_dir!r} for random access. It must be prepared in "
+            "array_record format, e.g. `python -m data_prep.prepare_tfds --train_pattern ... "
+            f"--data_dir DIR` or tfds download_and_prepare(file_format='array_record'): {error}"
+        ) from error
+
+
+class RecordText:
+    """Picklable TFDS record -> text (TFDS returns Text features as UTF-8 bytes)."""
+
+    def __init__(self, text_field: str):
+        self._text_field = text_field
+
+    def __call__(self, record) -> str:
+        text = record[self._text_field]
+        return text.decode("utf-8", errors="replace") if isinstance(text, bytes) else str(text)

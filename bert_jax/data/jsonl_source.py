@@ -19,47 +19,34 @@ import zlib
 import grain
 from absl import logging
 
-# Per counter: warn for the first few skips, then only every N-th one.
-_FIRST_WARNINGS = 5
-_WARN_EVERY = 1000
+from bert_jax.data.faults import ReadTally, SkipCounts
 
-
-@dataclasses.dataclass
-class SkipCounts:
-    """How many records a reader dropped, and why."""
-
-    invalid_utf8: int = 0
-    invalid_json: int = 0
-    missing_field: int = 0
-    empty_documents: int = 0
-    corrupt_files: int = 0  # truncated / corrupt gzip: the rest of the file is lost
-    no_sentences: int = 0  # documents the tokenizer turned into zero sentences
-
-    def record(self, reason: str, where: str) -> None:
-        """Counts one skipped record and logs it, rate limited per reason."""
-        count = getattr(self, reason) + 1
-        setattr(self, reason, count)
-        if count <= _FIRST_WARNINGS or count % _WARN_EVERY == 0:
-            logging.warning("Skipped record (%s, %d so far): %s", reason, count, where)
-
-    def total(self) -> int:
-        return sum(dataclasses.asdict(self).values())
+__all__ = ["JsonLinesIterDataset", "SkipCounts", "expand_patterns", "jsonl_stream"]
 
 
 def expand_patterns(patterns: str) -> list[str]:
     """Sorted files matching a comma-separated list of globs.
 
     Raises:
-      ValueError: naming the pattern if it is empty or matches no file.
+      ValueError: naming the pattern if it is empty, matches nothing, or matches only
+        directories.
     """
     if not patterns:
         raise ValueError("No file pattern given (config.data.train_pattern / eval_pattern).")
     paths = set()
     for pattern in patterns.split(","):
-        matches = glob.glob(os.path.expanduser(pattern.strip()))
+        pattern = pattern.strip()
+        matches = glob.glob(os.path.expanduser(pattern))
         if not matches:
-            raise ValueError(f"File pattern {pattern.strip()!r} matches no file.")
-        paths.update(path for path in matches if os.path.isfile(path))
+            raise ValueError(f"File pattern {pattern!r} matches no file.")
+        files = [path for path in matches if os.path.isfile(path)]
+        if not files:
+            example = os.path.join(pattern.rstrip("/"), "*.json.gz")
+            raise ValueError(
+                f"File pattern {pattern!r} matches only directories ({sorted(matches)[0]!r}); "
+                f"name the files in them, e.g. {example!r}."
+            )
+        paths.update(files)
     return sorted(paths)
 
 
@@ -67,8 +54,12 @@ def _open_binary(path: str):
     return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
 
 
-def parse_json_line(raw: bytes, where: str, text_field: str, counts: SkipCounts) -> dict | None:
-    """Decodes one JSON-lines record; returns None (counted) if it is unusable."""
+def parse_json_line(raw: bytes, where: str, text_field: str, counts) -> dict | None:
+    """Decodes one JSON-lines record; returns None (counted) if it is unusable.
+
+    `counts` has `record(reason, where)`: a `SkipCounts`, or a reader that also tells
+    its `ReadTally`.
+    """
     if not raw.strip():
         return None
     try:
@@ -91,8 +82,9 @@ def parse_json_line(raw: bytes, where: str, text_field: str, counts: SkipCounts)
 class _JsonLinesIterator(grain.DatasetIterator):
     """Streams one JSON-lines file; the state is the number of lines read."""
 
-    def __init__(self, path, text_field, line_offset, line_stride, whole_records):
+    def __init__(self, path, text_field, line_offset, line_stride, whole_records, tally):
         super().__init__()
+        self._tally: ReadTally | None = tally
         self._path = path
         self._text_field = text_field
         self._line_offset = line_offset
@@ -101,7 +93,14 @@ class _JsonLinesIterator(grain.DatasetIterator):
         self._lines = None  # opened lazily, so that set_state can reposition first
         self._next_line = 0
         self._done = False  # set after a corrupt tail, so resuming does not re-read it
+        self._used_lines = 0  # usable lines since this iterator (re)started: 0 = barren shard
         self.skip_counts = SkipCounts()
+
+    def record(self, reason: str, where: str) -> None:
+        """Counts a skip here and in the tally, which then does the (rate-limited) logging."""
+        self.skip_counts.record(reason, where, log=self._tally is None)
+        if self._tally is not None:
+            self._tally.skip(reason, where)
 
     def _read_line(self) -> bytes:
         """The next raw line; StopIteration at the end or on a corrupt file."""
@@ -116,21 +115,26 @@ class _JsonLinesIterator(grain.DatasetIterator):
             raise
         except (EOFError, OSError, zlib.error) as error:
             # Truncated downloads are common with C4 mirrors: keep the lines we have.
-            self.skip_counts.record(
-                "corrupt_files", f"{self._path} unreadable at line {self._next_line + 1}: {error}"
+            self._finish(
+                ("corrupt_files", f"{self._path} unreadable at line {self._next_line + 1}: {error}")
             )
-            self._finish()
             raise StopIteration from error
         self._next_line += 1
         return raw
 
-    def _finish(self):
+    def _finish(self, corrupt: tuple[str, str] | None = None):
         self._done = True
         if self._lines is not None:
             self._lines.close()
             self._lines = None
-        if self.skip_counts.total():
-            logging.info("Finished %s, skipped %s", self._path, self.skip_counts)
+        try:
+            if corrupt is not None:
+                self.record(*corrupt)
+        finally:
+            if self._tally is not None:
+                self._tally.file_finished(self._path, self._used_lines)
+            elif self.skip_counts.total():
+                logging.info("Finished %s, skipped %s", self._path, self.skip_counts)
 
     def __next__(self):
         while not self._done:
@@ -139,8 +143,13 @@ class _JsonLinesIterator(grain.DatasetIterator):
             if line_number % self._line_stride != self._line_offset:
                 continue  # another host's line
             where = f"{self._path}:{line_number + 1}"
-            record = parse_json_line(raw, where, self._text_field, self.skip_counts)
+            if self._tally is not None and raw.strip():
+                self._tally.read()
+            record = parse_json_line(raw, where, self._text_field, self)
             if record is not None:
+                self._used_lines += 1
+                if self._tally is not None:
+                    self._tally.line_used()
                 return record if self._whole_records else record[self._text_field]
         raise StopIteration
 
@@ -149,6 +158,7 @@ class _JsonLinesIterator(grain.DatasetIterator):
             "next_line": self._next_line,
             "done": int(self._done),
             "skip_counts": dataclasses.asdict(self.skip_counts),
+            "used_lines": self._used_lines,
         }
 
     def set_state(self, state):
@@ -158,6 +168,8 @@ class _JsonLinesIterator(grain.DatasetIterator):
         self._next_line = int(state["next_line"])
         self._done = bool(state["done"])
         self.skip_counts = SkipCounts(**state["skip_counts"])
+        # Older states: assume the shard gave lines, so it cannot look barren.
+        self._used_lines = int(state.get("used_lines", 1))
 
 
 class JsonLinesIterDataset(grain.IterDataset):
@@ -166,7 +178,8 @@ class JsonLinesIterDataset(grain.IterDataset):
     Yields the `text_field` string of each record (or the whole dict if
     `whole_records`). Only lines with `line_number % line_stride == line_offset`
     are read, which splits a file between hosts when there are fewer files than
-    hosts. The iterator exposes `skip_counts`.
+    hosts. The iterator exposes `skip_counts`; with a `tally` (`jsonl_stream` passes
+    the pipeline's) it also reports reads, skips and barren shards there.
     """
 
     def __init__(
@@ -177,9 +190,10 @@ class JsonLinesIterDataset(grain.IterDataset):
         line_offset: int = 0,
         line_stride: int = 1,
         whole_records: bool = False,
+        tally: ReadTally | None = None,
     ):
         super().__init__()
-        self._args = (path, text_field, line_offset, line_stride, whole_records)
+        self._args = (path, text_field, line_offset, line_stride, whole_records, tally)
 
     def __iter__(self) -> _JsonLinesIterator:
         return _JsonLinesIterator(*self._args)
@@ -191,14 +205,22 @@ class JsonLinesIterDataset(grain.IterDataset):
 class _MakeJsonLinesDataset:
     """Picklable file path -> JsonLinesIterDataset (grain workers pickle the pipeline)."""
 
-    def __init__(self, text_field: str, line_offset: int, line_stride: int):
-        self._kwargs = dict(text_field=text_field, line_offset=line_offset, line_stride=line_stride)
+    def __init__(self, text_field: str, line_offset: int, line_stride: int, tally):
+        self._kwargs = dict(
+            text_field=text_field, line_offset=line_offset, line_stride=line_stride, tally=tally
+        )
 
     def __call__(self, path: str) -> JsonLinesIterDataset:
         return JsonLinesIterDataset(path, **self._kwargs)
 
 
-def jsonl_stream(pattern, data_config, *, seed, process_index, process_count, repeat, shuffle):
+def jsonl_stream(
+    pattern, data_config, *, seed, process_index, process_count, repeat, shuffle, tally=None
+):
+    """This host's texts of the shards matching `pattern`, interleaved (see document_stream).
+
+    `tally` (a `ReadTally`) learns how many shards this host reads and counts every line.
+    """
     paths = expand_patterns(pattern)
     if len(paths) >= process_count:
         paths, line_offset, line_stride = paths[process_index::process_count], 0, 1
@@ -210,12 +232,14 @@ def jsonl_stream(pattern, data_config, *, seed, process_index, process_count, re
             process_count,
             process_count,
         )
+    if tally is not None:
+        tally.host_files = len(paths)
     files = grain.MapDataset.source(paths)
     if shuffle:
         files = files.shuffle(seed=seed)  # reshuffled every epoch by `repeat`
     files = files.repeat(None if repeat else 1)
     file_datasets = files.map(
-        _MakeJsonLinesDataset(data_config.text_field, line_offset, line_stride)
+        _MakeJsonLinesDataset(data_config.text_field, line_offset, line_stride, tally)
     )
     return grain.experimental.InterleaveIterDataset(
         file_datasets, cycle_length=data_config.get("cycle_length", 4)

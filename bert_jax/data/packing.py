@@ -10,10 +10,16 @@ Output features use the t5x names:
   and, when packed: encoder_segment_ids, decoder_segment_ids (1, 2, ... per example, 0 on
   padding) and encoder_positions, decoder_positions (restarting at 0 in each example).
 
-Packing is grain's `FirstFitPackIterDataset`: it packs several features at once with one
-length each, emits segment ids and positions, and its iterator state (the parent's state
-at the last emitted packed batch plus the row within it) restores exactly, so it lives in
-the same checkpoint as the rest of the pipeline.
+Packing is first-fit, in NumPy: examples are read in buffers of `PACK_BUFFER`, each
+buffer is packed into rows (each example goes into the first of the open rows with room
+for both its inputs and its targets; at most `num_packing_bins` rows are open, the oldest
+is closed when a new one is needed) and the rows of a buffer are assembled with one
+scatter per feature. The stage is a `window_shuffle.BufferedIterDataset`: its state (the
+parent's state at the buffer start plus the rows emitted) restores exactly, in the same
+checkpoint as the rest of the pipeline. It replaced grain's `FirstFitPackIterDataset`
+(per-example Python over tree_map, about half of a T5 batch's time); rows now come out
+in the order they were opened instead of grain's shuffled bins, and the window shuffle
+downstream mixes them.
 """
 
 from __future__ import annotations
@@ -24,8 +30,12 @@ from collections.abc import Mapping
 import grain
 import numpy as np
 
-# Bins filled at once: more bins waste less padding but hold more examples in memory.
+from bert_jax.data.window_shuffle import BufferedIterDataset
+
+# Rows open at once: more rows waste less padding (more chances for a short example to fit).
 DEFAULT_NUM_PACKING_BINS = 16
+# Examples packed per buffer: rows still open at its end are emitted part-filled.
+PACK_BUFFER = 1024
 
 
 def make_decoder_inputs(targets: np.ndarray, segment_ids: np.ndarray | None = None) -> np.ndarray:
@@ -52,6 +62,12 @@ def make_decoder_inputs(targets: np.ndarray, segment_ids: np.ndarray | None = No
 
 def _check_fits(example: Mapping[str, np.ndarray], lengths: Mapping[str, int]) -> None:
     for key, length in lengths.items():
+        if len(example[key]) == 0:
+            # A packed decoder segment with no encoder tokens would attend to nothing.
+            raise ValueError(
+                f"bert_jax/data/packing.py: feature {key!r} is empty; every example needs at "
+                "least its EOS"
+            )
         if len(example[key]) > length:
             raise ValueError(
                 f"bert_jax/data/packing.py: feature {key!r} has {len(example[key])} tokens, "
@@ -107,15 +123,15 @@ def pack_dataset(
     lengths: Mapping[str, int],
     *,
     num_packing_bins: int = DEFAULT_NUM_PACKING_BINS,
-    seed: int = 0,
+    buffer_size: int = PACK_BUFFER,
 ) -> grain.IterDataset:
     """Packs examples first-fit into rows of fixed lengths (t5x features with segments).
 
     Args:
         ds: grain Map/IterDataset of {'inputs', 'targets'} int32 1-D examples, each fitting.
         lengths: {'inputs': inputs_length, 'targets': targets_length}.
-        num_packing_bins: rows filled at once before they are emitted.
-        seed: seeds the order in which the filled rows are emitted.
+        num_packing_bins: rows open at once.
+        buffer_size: examples packed together (see PACK_BUFFER).
 
     Returns:
         A resumable grain IterDataset of packed rows.
@@ -123,14 +139,78 @@ def pack_dataset(
     if isinstance(ds, grain.MapDataset):
         ds = ds.to_iter_dataset()
     lengths = {"inputs": int(lengths["inputs"]), "targets": int(lengths["targets"])}
-    ds = ds.map(functools.partial(_checked_pair, lengths=lengths))
-    packed = grain.experimental.FirstFitPackIterDataset(
-        ds, length_struct=lengths, num_packing_bins=num_packing_bins, seed=seed, shuffle_bins=True
-    )
-    return packed.map(packed_to_t5x_features)
+    pack = _PackBuffer(lengths, num_packing_bins)
+    return BufferedIterDataset(ds, buffer_size=buffer_size, transform=pack)
 
 
-def _checked_pair(example: Mapping[str, np.ndarray], lengths: Mapping[str, int]) -> dict:
-    """Keeps only the packed features, failing clearly (not inside grain) if one is too long."""
-    _check_fits(example, lengths)
-    return {"inputs": example["inputs"], "targets": example["targets"]}
+def first_fit(sizes: np.ndarray, capacity: tuple[int, int], max_open: int):
+    """Row and segment (1, 2, ...) of each example under first-fit with `max_open` rows.
+
+    Args:
+        sizes: int [examples, 2], (inputs, targets) lengths.
+        capacity: (inputs_length, targets_length).
+
+    Returns:
+        (row, segment, offsets, num_rows): row and segment int [examples], offsets
+        int [examples, 2] (where the example starts in its row), the number of rows.
+    """
+    rooms: list[list[int]] = []  # per row: free inputs, free targets, examples so far
+    open_rows: list[int] = []
+    row_of, segment_of = np.zeros(len(sizes), np.int64), np.zeros(len(sizes), np.int64)
+    offsets = np.zeros((len(sizes), 2), np.int64)
+    for index, (size_inputs, size_targets) in enumerate(sizes.tolist()):
+        row = next(
+            (r for r in open_rows if rooms[r][0] >= size_inputs and rooms[r][1] >= size_targets),
+            None,
+        )
+        if row is None:
+            if len(open_rows) == max_open:
+                open_rows.pop(0)
+            row = len(rooms)
+            rooms.append([capacity[0], capacity[1], 0])
+            open_rows.append(row)
+        room = rooms[row]
+        offsets[index] = (capacity[0] - room[0], capacity[1] - room[1])
+        room[0] -= size_inputs
+        room[1] -= size_targets
+        room[2] += 1
+        row_of[index], segment_of[index] = row, room[2]
+        if room[0] == 0 or room[1] == 0:  # full: nothing else fits (examples are non-empty)
+            open_rows.remove(row)
+    return row_of, segment_of, offsets, len(rooms)
+
+
+class _PackBuffer:
+    """Picklable transform: a buffer of examples -> its packed rows (t5x features)."""
+
+    def __init__(self, lengths: Mapping[str, int], max_open: int):
+        self._lengths = dict(lengths)
+        self._max_open = int(max_open)
+
+    def __call__(self, examples: list, buffer_index: int) -> list[dict]:
+        del buffer_index  # packing draws no random numbers
+        for example in examples:
+            _check_fits(example, self._lengths)
+        sizes = np.array([[len(e["inputs"]), len(e["targets"])] for e in examples])
+        capacity = (self._lengths["inputs"], self._lengths["targets"])
+        row_of, segment_of, offsets, num_rows = first_fit(sizes, capacity, self._max_open)
+        packed = {}
+        for side, key in enumerate(("inputs", "targets")):
+            size = sizes[:, side]
+            starts = np.cumsum(size) - size
+            position = np.arange(size.sum()) - np.repeat(starts, size)  # [tokens]
+            rows = np.repeat(row_of, size)
+            columns = np.repeat(offsets[:, side], size) + position
+            tokens = np.zeros((num_rows, capacity[side]), np.int32)  # [rows, length]
+            tokens[rows, columns] = np.concatenate([e[key] for e in examples])
+            segments, positions = np.zeros_like(tokens), np.zeros_like(tokens)
+            segments[rows, columns] = np.repeat(segment_of, size)
+            positions[rows, columns] = position
+            packed.update(
+                {key: tokens, f"{key}_segment_ids": segments, f"{key}_positions": positions}
+            )
+        features = packed_to_t5x_features(packed)  # every row at once
+        return [{name: values[row] for name, values in features.items()} for row in range(num_rows)]
+
+    def __repr__(self) -> str:
+        return f"first-fit packing {self._lengths}"

@@ -2,13 +2,15 @@
 
     document_stream (this host's texts)
       -> tokenizer.encode_document          # docs without sentences dropped, counted
+      (or, with source=tokenized, this host's pre-tokenised documents: tokenized_source.py)
       -> groups of docs_per_group documents
       -> objective.examples_from_documents  # rng seeded from (seed, group index, host)
       -> objective.finalize                 # pad / pack (T5), identity (BERT)
-      -> window shuffle (train only)
+      -> window shuffle (train only; window_shuffle.py)
       -> batch [global_batch_size // process_count, ...]
       -> mp_prefetch(worker_count) or thread prefetch
-    then, in the train loop, `global_batch` -> jax.Array sharded over the mesh.
+    then, in the train loop, `global_batch` -> jax.Array sharded over the mesh, and
+`skip_metrics(iterator)` -> this host's skipped-record counts for the log line.
 
 Everything before `global_batch` is NumPy. The iterator is checkpointable:
 `it.get_state()` after k batches, `it.set_state(state)` on a fresh iterator,
@@ -27,39 +29,10 @@ import numpy as np
 from absl import flags, logging
 
 from bert_jax.data import jsonl_source, sources
+from bert_jax.data.faults import skip_metrics
+from bert_jax.data.window_shuffle import window_shuffle
 
-
-class _EncodedDocumentsIterator(grain.DatasetIterator):
-    def __init__(self, parent, tokenizer):
-        super().__init__(parent)
-        self._tokenizer = tokenizer
-        self.skip_counts = jsonl_source.SkipCounts()
-
-    def __next__(self) -> list[np.ndarray]:
-        while True:
-            text = next(self._parent)
-            sentences = self._tokenizer.encode_document(text)
-            if sentences:
-                return sentences
-            self.skip_counts.record("no_sentences", repr(text[:80]))
-
-    def get_state(self):
-        return {"parent": self._parent.get_state(), "no_sentences": self.skip_counts.no_sentences}
-
-    def set_state(self, state):
-        self._parent.set_state(state["parent"])
-        self.skip_counts = jsonl_source.SkipCounts(no_sentences=int(state["no_sentences"]))
-
-
-class EncodedDocumentsIterDataset(grain.IterDataset):
-    """Texts -> lists of sentence token ids; documents with no sentence are dropped."""
-
-    def __init__(self, parent: grain.IterDataset, tokenizer):
-        super().__init__(parent)
-        self._tokenizer = tokenizer
-
-    def __iter__(self):
-        return _EncodedDocumentsIterator(self._parent.__iter__(), self._tokenizer)
+__all__ = ["batches_from_documents", "create_dataset", "global_batch", "skip_metrics"]
 
 
 class _IndexedGroupsIterator(grain.DatasetIterator):
@@ -107,6 +80,36 @@ class ExamplesFromDocuments(grain.experimental.FlatMapTransform):
         return self._objective.examples_from_documents(documents, rng)
 
 
+def batches_from_documents(
+    ds: grain.IterDataset,
+    config,
+    objective,
+    *,
+    shuffle: bool,
+    batch_size: int,
+    process_index: int,
+) -> grain.IterDataset:
+    """Documents -> groups -> the objective's examples -> finalize -> shuffle -> batches.
+
+    Args:
+      ds: IterDataset of documents (lists of int32 sentence ids), e.g. `sources.documents(...)`.
+      config: the run config; reads seed, data.docs_per_group and data.shuffle_buffer.
+      objective: has `examples_from_documents(documents, rng)` and `finalize(ds)`.
+      shuffle: window-shuffle the examples (the train split).
+      batch_size: examples per batch (this host's share); the last partial batch is dropped.
+      process_index: this host, in the per-group seeds.
+    """
+    ds = ds.batch(config.data.docs_per_group, batch_fn=list)
+    ds = IndexedGroupsIterDataset(ds)
+    ds = grain.experimental.FlatMapIterDataset(
+        ds, ExamplesFromDocuments(objective, config.seed, process_index)
+    )
+    ds = objective.finalize(ds)
+    if shuffle and config.data.shuffle_buffer > 1:
+        ds = window_shuffle(ds, window_size=config.data.shuffle_buffer, seed=config.seed)
+    return ds.batch(batch_size, drop_remainder=True)
+
+
 def create_dataset(
     config,
     objective,
@@ -139,32 +142,35 @@ def create_dataset(
     """
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
+    input_shards = config.data.get("input_shards", 0) or process_count
+    if input_shards != process_count:
+        host = (process_index, process_count, input_shards)
+        return _host_streams(config, objective, tokenizer, split, global_batch_size, *host)
     if global_batch_size % process_count:
         raise ValueError(
             f"global_batch_size {global_batch_size} is not divisible by {process_count} hosts."
         )
     data = config.data
     train = split == "train"
-    ds = sources.document_stream(
+    ds = sources.documents(
         data,
         split,
+        tokenizer,
         seed=config.seed,
         process_index=process_index,
         process_count=process_count,
         repeat=train,
+        # e.g. 2 for next-sentence prediction: fewer warns (train) or fails (eval)
+        min_documents=getattr(objective, "min_documents", 1),
     )
-    ds = EncodedDocumentsIterDataset(ds, tokenizer)
-    ds = ds.batch(data.docs_per_group, batch_fn=list)
-    ds = IndexedGroupsIterDataset(ds)
-    ds = grain.experimental.FlatMapIterDataset(
-        ds, ExamplesFromDocuments(objective, config.seed, process_index)
+    ds = batches_from_documents(
+        ds,
+        config,
+        objective,
+        shuffle=train,
+        batch_size=global_batch_size // process_count,
+        process_index=process_index,
     )
-    ds = objective.finalize(ds)
-    if train and data.shuffle_buffer > 1:
-        ds = grain.experimental.WindowShuffleIterDataset(
-            ds, window_size=data.shuffle_buffer, seed=config.seed
-        )
-    ds = ds.batch(global_batch_size // process_count, drop_remainder=True)
     if data.worker_count > 0:
         # grain reads its absl flags when it starts workers; outside `app.run`
         # (notebooks, pytest) nothing parsed them, so take their defaults.
@@ -178,6 +184,43 @@ def create_dataset(
     if data.prefetch > 0:
         ds = grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=data.prefetch)
     return ds
+
+
+def _host_streams(
+    config, objective, tokenizer, split, global_batch_size, process_index, process_count, shards
+) -> grain.IterDataset:
+    """This host's run of the `shards` (config.data.input_shards) streams, one batch each.
+
+    Stream s is the pipeline of host s of `shards` and fills rows [s * b, (s + 1) * b)
+    of every global batch (b = global_batch_size // shards); host p runs streams
+    p * k ... (p + 1) * k - 1 (k = shards // process_count). So the global batch
+    depends on `shards`, never on how many processes share the streams.
+    """
+    if shards % process_count:
+        raise ValueError(
+            f"config.data.input_shards={shards} is not a multiple of the {process_count} processes"
+        )
+    per_host = shards // process_count
+    streams = [
+        create_dataset(
+            config,
+            objective,
+            tokenizer,
+            split=split,
+            global_batch_size=global_batch_size,
+            process_index=stream,
+            process_count=shards,
+        )
+        for stream in range(process_index * per_host, (process_index + 1) * per_host)
+    ]
+    if len(streams) == 1:
+        return streams[0]
+    # Not strict: eval streams of unequal length stop at the shortest.
+    return grain.experimental.ZipIterDataset(streams, strict=False).map(_concatenate_batches)
+
+
+def _concatenate_batches(batches: tuple[dict[str, np.ndarray], ...]) -> dict[str, np.ndarray]:
+    return {key: np.concatenate([batch[key] for batch in batches]) for key in batches[0]}
 
 
 def _warn_if_workers_share_shards(data, split: str, process_count: int) -> None:

@@ -1,33 +1,44 @@
 """BERT's WordPiece tokenizer, for fine-tuning Hugging Face checkpoints that ship a vocab.txt.
 
-Same semantics as ``transformers.BertTokenizer``: the basic tokenizer (drop control
-characters, whitespace-normalise, space out CJK characters, optionally lower-case
-and strip accents, split off punctuation), then greedy longest-match-first
-WordPiece with ``##`` continuation pieces; a word that cannot be covered, or is
-longer than 100 characters, becomes ``[UNK]``. It offers the interface of
-`bert_jax.data.tokenizer.Tokenizer` that fine-tuning uses (special ids,
-``vocab_size``, ``encode``, ``decode``) plus character offsets for span tasks.
+Same semantics as ``transformers.BertTokenizer`` (the Rust tokenizer behind it): the
+special tokens ``[PAD] [UNK] [CLS] [SEP] [MASK]`` written literally in the text are
+kept whole (case-sensitive, as added tokens are), then the basic tokenizer (drop
+control characters, whitespace-normalise, space out CJK characters, optionally
+lower-case and strip accents, split off punctuation), then greedy
+longest-match-first WordPiece with ``##`` continuation pieces; a word that cannot be
+covered (an unassigned code point, say), or is longer than 100 characters, becomes
+``[UNK]``. It offers the interface of `bert_jax.data.tokenizer.Tokenizer` that
+fine-tuning uses (special ids, ``vocab_size``, ``encode``, ``decode``) plus character
+offsets for span tasks.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import unicodedata
 
 import numpy as np
 
 MAX_INPUT_CHARS_PER_WORD = 100
+SPECIAL_PIECES = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+# Unassigned code points (Cn) are not dropped: the Rust BertNormalizer's "other"
+# categories are control, format, private use and surrogate, so they reach WordPiece
+# and make their word [UNK].
+_DROPPED_CATEGORIES = frozenset({"Cc", "Cf", "Co", "Cs"})
 
 
 def _is_control(ch: str) -> bool:
     if ch in "\t\n\r":
         return False
-    return unicodedata.category(ch).startswith("C")
+    return unicodedata.category(ch) in _DROPPED_CATEGORIES
 
 
 def _is_whitespace(ch: str) -> bool:
-    return ch in " \t\n\r" or unicodedata.category(ch) == "Zs"
+    # Rust's char::is_whitespace (Unicode White_Space); the line and paragraph separators
+    # are its only members that are neither Zs nor dropped as control characters.
+    return ch in " \t\n\r\u2028\u2029" or unicodedata.category(ch) == "Zs"
 
 
 def _is_punctuation(ch: str) -> bool:
@@ -79,9 +90,10 @@ class WordPieceTokenizer:
         # Hugging Face: strip_accents None follows do_lower_case.
         self.strip_accents = do_lower_case if strip_accents is None else strip_accents
         self.tokenize_chinese_chars = tokenize_chinese_chars
-        missing = [p for p in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]") if p not in self.vocab]
+        missing = [p for p in SPECIAL_PIECES if p not in self.vocab]
         if missing:
             raise ValueError(f"{self.vocab_path}: no special pieces {missing}")
+        self._special_pattern = re.compile("|".join(re.escape(p) for p in SPECIAL_PIECES))
         self.pad_id, self.unk_id = self.vocab["[PAD]"], self.vocab["[UNK]"]
         self.cls_id, self.sep_id = self.vocab["[CLS]"], self.vocab["[SEP]"]
         self.mask_id = self.vocab["[MASK]"]
@@ -119,10 +131,11 @@ class WordPieceTokenizer:
             ]
         return word
 
-    def _basic_tokens(self, text: str) -> list[list[tuple[str, int]]]:
-        """Basic tokens as lists of (normalised character, index in ``text``)."""
+    def _basic_tokens(self, text: str, begin: int, end: int) -> list[list[tuple[str, int]]]:
+        """Basic tokens of ``text[begin:end]`` as lists of (normalised character, index)."""
         words, current = [], []
-        for index, ch in enumerate(text):
+        for index in range(begin, end):
+            ch = text[index]
             if ord(ch) in (0, 0xFFFD) or _is_control(ch):
                 continue
             if _is_whitespace(ch):
@@ -176,7 +189,14 @@ class WordPieceTokenizer:
 
     def encode_with_offsets(self, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Token ids and the [start, end) character span of each in ``text`` (int32 each)."""
-        triples = [t for token in self._basic_tokens(text) for t in self._wordpieces(token)]
+        triples, begin = [], 0
+        for special in [*self._special_pattern.finditer(text), None]:
+            end = len(text) if special is None else special.start()
+            for token in self._basic_tokens(text, begin, end):
+                triples += self._wordpieces(token)
+            if special is not None:
+                triples.append((self.vocab[special.group()], special.start(), special.end()))
+                begin = special.end()
         arrays = np.asarray(triples, np.int32).reshape(-1, 3)
         return arrays[:, 0].copy(), arrays[:, 1].copy(), arrays[:, 2].copy()
 

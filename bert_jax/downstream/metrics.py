@@ -9,7 +9,9 @@ SQuAD follows ``evaluate-v1.1.py`` / ``evaluate-v2.0.py``: answers are normalise
 (lower case, punctuation removed, articles a/an/the removed, whitespace collapsed),
 exact match and token-overlap F1 are maximised over the gold answers, and scores
 are percentages. In v2.0 a question without answers has the gold answer ``""``,
-an empty prediction means "no answer", and F1 is 1 only if both are empty.
+an empty prediction means "no answer", and F1 is 1 only if both are empty. A
+question counts as answerable (``HasAns_*``) when it has any gold answer, even one
+that normalises to nothing (which then scores as ``""``), as the official script counts.
 """
 
 from __future__ import annotations
@@ -179,8 +181,10 @@ def squad_scores(
         raise ValueError(f"SQuAD version must be 'v1.1' or 'v2.0', got {version!r}")
     exact, f1, has_answer = {}, {}, {}
     for question_id, answers in golds.items():
+        answers = list(answers)
+        # The official script's qid_to_has_ans: any gold text, before normalisation.
+        has_answer[question_id] = bool(answers)
         answers = gold_answers(answers, version)
-        has_answer[question_id] = answers != [""]
         prediction = predictions.get(question_id)
         if prediction is None:
             exact[question_id] = f1[question_id] = 0.0

@@ -1,11 +1,10 @@
 """BERT / ALBERT parameters <-> Hugging Face ``BertForPreTraining`` / ``AlbertForPreTraining``.
 
-One explicit table per model maps a path in our `BertForPreTraining` state to a
-Hugging Face state_dict key. Linear kernels are stored ``[in, out]`` here and
-``[out, in]`` in PyTorch, so those entries are transposed; nothing is reshaped
-(attention kernels are 2-D on both sides). In the templates ``{a}`` / ``{f}`` are
-our attention / feed-forward parameter sets and ``{i}`` the Hugging Face layer
-(BERT) or layer group (ALBERT, whose groups hold one layer each here).
+The name tables (`bert_names`) map our unscanned state paths to Hugging Face keys.
+Linear kernels are stored ``[in, out]`` here and ``[out, in]`` in PyTorch, so those
+entries are transposed; nothing is reshaped (attention kernels are 2-D on both
+sides). A scanned state (``scan_layers``) is unstacked first, so both layouts export
+the same tensors, and an import is stacked to the config's layout.
 
 Sharing that Hugging Face cannot express (BERT kind with sharing, ALBERT with
 ``share_mode`` 'attention' or 'ffn') is exported unrolled: every layer gets its own
@@ -25,106 +24,31 @@ import jax
 import numpy as np
 from flax import nnx
 
+from bert_jax.export.bert_names import (
+    KINDS,
+    TABLES,
+    TIED,
+    Entry,
+    config_from_hf,
+    hf_config,
+    hf_config_dict,
+)
+from bert_jax.export.bert_names import check_kind as _check_kind
+from bert_jax.models import bert as models_bert
 from bert_jax.models.bert import BertConfig, BertForPreTraining
 
+__all__ = [
+    "KINDS",
+    "config_from_hf",
+    "from_hf_state_dict",
+    "hf_config",
+    "hf_config_dict",
+    "load_hf",
+    "save_hf",
+    "to_hf_state_dict",
+]
+
 log = logging.getLogger(__name__)
-
-KINDS = ("bert", "albert")
-
-
-@dataclasses.dataclass(frozen=True)
-class Entry:
-    """One parameter: our state path, the Hugging Face key, and how they relate.
-
-    Attributes:
-      part: 'encoder' entries must exist on import; 'pooler', 'mlm' and 'pair'
-        (heads) may be missing and then keep their fresh initialisation.
-    """
-
-    ours: str
-    hf: str
-    transpose: bool = False
-    part: str = "encoder"
-
-
-def _linear(ours: str, hf: str, part: str = "encoder") -> tuple[Entry, Entry]:
-    # kernel [in, out] <-> weight [out, in]
-    return Entry(f"{ours}/kernel", f"{hf}.weight", True, part), Entry(
-        f"{ours}/bias", f"{hf}.bias", False, part
-    )
-
-
-def _norm(ours: str, hf: str, part: str = "encoder") -> tuple[Entry, Entry]:
-    return Entry(f"{ours}/scale", f"{hf}.weight", False, part), Entry(
-        f"{ours}/bias", f"{hf}.bias", False, part
-    )
-
-
-_ATTENTION = "encoder/attention_sublayers/{a}"
-_FFN = "encoder/ffn_sublayers/{f}"
-_BERT_LAYER = "bert.encoder.layer.{i}"
-_ALBERT_LAYER = "albert.encoder.albert_layer_groups.{i}.albert_layers.0"
-
-BERT_TABLE: tuple[Entry, ...] = (
-    Entry("encoder/embeddings/token/embedding", "bert.embeddings.word_embeddings.weight"),
-    Entry("encoder/embeddings/position/embedding", "bert.embeddings.position_embeddings.weight"),
-    Entry("encoder/embeddings/segment/embedding", "bert.embeddings.token_type_embeddings.weight"),
-    *_norm("encoder/embeddings/norm", "bert.embeddings.LayerNorm"),
-    *_linear(f"{_ATTENTION}/attention/query", f"{_BERT_LAYER}.attention.self.query"),
-    *_linear(f"{_ATTENTION}/attention/key", f"{_BERT_LAYER}.attention.self.key"),
-    *_linear(f"{_ATTENTION}/attention/value", f"{_BERT_LAYER}.attention.self.value"),
-    *_linear(f"{_ATTENTION}/attention/output", f"{_BERT_LAYER}.attention.output.dense"),
-    *_norm(f"{_ATTENTION}/norm", f"{_BERT_LAYER}.attention.output.LayerNorm"),
-    *_linear(f"{_FFN}/mlp/wi", f"{_BERT_LAYER}.intermediate.dense"),
-    *_linear(f"{_FFN}/mlp/wo", f"{_BERT_LAYER}.output.dense"),
-    *_norm(f"{_FFN}/norm", f"{_BERT_LAYER}.output.LayerNorm"),
-    *_linear("encoder/pooler", "bert.pooler.dense", "pooler"),
-    *_linear("mlm_transform", "cls.predictions.transform.dense", "mlm"),
-    *_norm("mlm_norm", "cls.predictions.transform.LayerNorm", "mlm"),
-    Entry("mlm_bias", "cls.predictions.bias", part="mlm"),
-    *_linear("pair_classifier", "cls.seq_relationship", "pair"),
-)
-
-ALBERT_TABLE: tuple[Entry, ...] = (
-    Entry("encoder/embeddings/token/embedding", "albert.embeddings.word_embeddings.weight"),
-    Entry("encoder/embeddings/position/embedding", "albert.embeddings.position_embeddings.weight"),
-    Entry("encoder/embeddings/segment/embedding", "albert.embeddings.token_type_embeddings.weight"),
-    *_norm("encoder/embeddings/norm", "albert.embeddings.LayerNorm"),
-    *_linear("encoder/embedding_projection", "albert.encoder.embedding_hidden_mapping_in"),
-    *_linear(f"{_ATTENTION}/attention/query", f"{_ALBERT_LAYER}.attention.query"),
-    *_linear(f"{_ATTENTION}/attention/key", f"{_ALBERT_LAYER}.attention.key"),
-    *_linear(f"{_ATTENTION}/attention/value", f"{_ALBERT_LAYER}.attention.value"),
-    *_linear(f"{_ATTENTION}/attention/output", f"{_ALBERT_LAYER}.attention.dense"),
-    *_norm(f"{_ATTENTION}/norm", f"{_ALBERT_LAYER}.attention.LayerNorm"),
-    *_linear(f"{_FFN}/mlp/wi", f"{_ALBERT_LAYER}.ffn"),
-    *_linear(f"{_FFN}/mlp/wo", f"{_ALBERT_LAYER}.ffn_output"),
-    *_norm(f"{_FFN}/norm", f"{_ALBERT_LAYER}.full_layer_layer_norm"),
-    *_linear("encoder/pooler", "albert.pooler", "pooler"),
-    *_linear("mlm_transform", "predictions.dense", "mlm"),
-    *_norm("mlm_norm", "predictions.LayerNorm", "mlm"),
-    Entry("mlm_bias", "predictions.bias", part="mlm"),
-    *_linear("pair_classifier", "sop_classifier.classifier", "pair"),
-)
-
-TABLES = {"bert": BERT_TABLE, "albert": ALBERT_TABLE}
-# Tied Hugging Face keys (not written) and the key each one copies.
-TIED = {
-    "bert": {
-        "cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
-        "cls.predictions.decoder.bias": "cls.predictions.bias",
-    },
-    "albert": {
-        "predictions.decoder.weight": "albert.embeddings.word_embeddings.weight",
-        "predictions.decoder.bias": "predictions.bias",
-    },
-}
-_HEAD_PREFIXES = {"bert": ("cls.",), "albert": ("predictions.", "sop_classifier.")}
-_ARCHITECTURES = {"bert": "BertForPreTraining", "albert": "AlbertForPreTraining"}
-
-
-def _check_kind(kind: str) -> None:
-    if kind not in KINDS:
-        raise ValueError(f"kind {kind!r} not in {KINDS}")
 
 
 def _layout(config: BertConfig, kind: str) -> list[tuple[int, int]]:
@@ -172,6 +96,7 @@ def to_hf_state_dict(
     """
     if isinstance(state, nnx.Module):
         state = nnx.state(state, nnx.Param)
+    state = models_bert.unstack_layers(state, config)
     layout = _layout(config, kind)
     if len(set(layout)) < len(layout):
         log.warning(
@@ -218,11 +143,12 @@ def from_hf_state_dict(
     Accepts ``{Bert,Albert}ForPreTraining`` keys, other task models' keys (their
     extra heads are ignored and logged) and bare ``BertModel`` / ``AlbertModel`` keys.
     Missing pooler / MLM / pair-head weights keep a fresh initialisation (logged).
-    Apply the result with ``nnx.update(model, state)``.
+    Apply the result with ``nnx.update(model, state)``; it has ``config``'s layout.
 
     Raises:
       KeyError: an encoder weight is missing. ValueError: a shape does not match.
     """
+    target, config = config, dataclasses.replace(config, scan_layers=False)
     layout = _layout(config, kind)
     if layout != [(j, j) for j in range(config.num_attention_sets)] or len(layout) != (
         config.num_ffn_sets
@@ -278,86 +204,7 @@ def from_hf_state_dict(
     ]
     if unused:
         log.warning("ignored %d checkpoint keys: %s", len(unused), unused[:8])
-    return state
-
-
-def hf_config_dict(config: BertConfig, kind: str = "bert", **overrides) -> dict:
-    """The ``config.json`` contents of the Hugging Face model `to_hf_state_dict` fills."""
-    layout = _layout(config, kind)
-    out = dict(
-        architectures=[_ARCHITECTURES[kind]],
-        model_type=kind,
-        vocab_size=config.vocab_size,
-        hidden_size=config.hidden_size,
-        num_hidden_layers=config.num_layers,
-        num_attention_heads=config.num_heads,
-        intermediate_size=config.intermediate_size,
-        hidden_act=config.hidden_act,
-        hidden_dropout_prob=config.dropout_rate,
-        attention_probs_dropout_prob=config.attention_dropout_rate,
-        max_position_embeddings=config.max_position_embeddings,
-        type_vocab_size=config.type_vocab_size,
-        initializer_range=config.initializer_range,
-        layer_norm_eps=config.layer_norm_eps,
-        pad_token_id=0,
-        tie_word_embeddings=True,
-    )
-    if kind == "albert":
-        out.update(
-            embedding_size=config.embedding_dim,
-            num_hidden_groups=len(layout),
-            inner_group_num=1,
-            classifier_dropout_prob=config.dropout_rate,
-        )
-    return {**out, **overrides}
-
-
-def hf_config(config: BertConfig, kind: str = "bert", **overrides):
-    """A ``transformers.BertConfig`` / ``AlbertConfig`` (needs ``transformers``)."""
-    import transformers
-
-    cls = transformers.BertConfig if kind == "bert" else transformers.AlbertConfig
-    fields = hf_config_dict(config, kind, **overrides)
-    fields.pop("model_type")
-    return cls(**fields)
-
-
-def config_from_hf(hf_config_dict: dict, kind: str | None = None) -> BertConfig:
-    """Our `BertConfig` from a Hugging Face config dict (``kind`` defaults to its model_type)."""
-    fields = dict(hf_config_dict)
-    kind = kind or fields.get("model_type")
-    _check_kind(kind)
-    for field, supported in (
-        ("inner_group_num", 1),
-        ("position_embedding_type", "absolute"),
-        ("is_decoder", False),
-        ("add_cross_attention", False),
-    ):
-        if fields.get(field, supported) != supported:
-            raise ValueError(f"HF config {field}={fields[field]!r} is unsupported ({supported!r})")
-    mapped = dict(
-        vocab_size=fields["vocab_size"],
-        hidden_size=fields["hidden_size"],
-        num_layers=fields["num_hidden_layers"],
-        num_heads=fields["num_attention_heads"],
-        intermediate_size=fields["intermediate_size"],
-        max_position_embeddings=fields.get("max_position_embeddings", 512),
-        type_vocab_size=fields.get("type_vocab_size", 2),
-        hidden_act=fields.get("hidden_act", "gelu_new" if kind == "albert" else "gelu"),
-        dropout_rate=fields.get("hidden_dropout_prob", 0.0 if kind == "albert" else 0.1),
-        attention_dropout_rate=fields.get(
-            "attention_probs_dropout_prob", 0.0 if kind == "albert" else 0.1
-        ),
-        layer_norm_eps=fields.get("layer_norm_eps", 1e-12),
-        initializer_range=fields.get("initializer_range", 0.02),
-    )
-    if kind == "albert":
-        mapped.update(
-            embedding_size=fields.get("embedding_size", 128),
-            share_mode="all",
-            num_groups=fields.get("num_hidden_groups", 1),
-        )
-    return BertConfig(**mapped)
+    return models_bert.stack_layers(state, target)
 
 
 def save_hf(state, config: BertConfig, kind: str, out_dir: str, **config_overrides) -> None:

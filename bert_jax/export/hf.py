@@ -42,17 +42,22 @@ from bert_jax import evaluate, objectives, sharding
 from bert_jax.data.tokenizer import Tokenizer
 from bert_jax.export import bert as export_bert
 from bert_jax.export import t5 as export_t5
+from bert_jax.models import bert as models_bert
+from bert_jax.models import layer_stack
+from bert_jax.models import t5 as models_t5
 from bert_jax.models.bert import BertConfig
-from bert_jax.models.t5 import T5Config
+from bert_jax.models.t5_config import T5Config
 
 KINDS = ("bert", "albert", "t5")
-# Hyperparameters that do not change what a checkpoint computes at inference.
+# Hyperparameters that do not change what a checkpoint computes at inference, and
+# the parameter layout (an import is stacked to the config's `scan_layers`).
 _TRAINING_ONLY_FIELDS = {
     "dropout_rate",
     "attention_dropout_rate",
-    "dtype",
     "param_dtype",
     "initializer_range",
+    "scan_layers",
+    *layer_stack.COMPUTE_ONLY_FIELDS,
 }
 
 
@@ -116,20 +121,34 @@ def export_params(
     save_tokenizer(tokenizer, kind, out_dir, model_max_length=max_length)
 
 
+def spm_backend(model_path: str):
+    """A `tokenizers.Tokenizer` that encodes like the sentencepiece model at ``model_path``.
+
+    Normalizer, pre-tokenizer, byte fallback and user-defined pieces follow the model proto.
+    The proto is parsed with transformers' bundled protobuf module: sentencepiece's own
+    generated module needs protobuf >= 7, and apache-beam pins protobuf < 7.
+    """
+    from transformers.convert_slow_tokenizer import SpmConverter
+    from transformers.utils import sentencepiece_model_pb2_new
+
+    proto = sentencepiece_model_pb2_new.ModelProto()
+    with open(model_path, "rb") as f:
+        proto.ParseFromString(f.read())
+    vocab = [(piece.piece, piece.score) for piece in proto.pieces]
+    backend = SpmConverter.build_tokenizer_from_spm_proto(proto, vocab)
+    if backend is None:
+        raise ValueError(f"{model_path}: not a unigram sentencepiece model")
+    return backend
+
+
 def save_tokenizer(
     tokenizer: Tokenizer, kind: str, out_dir: str, *, model_max_length: int | None = None
 ) -> None:
     """Writes spiece.model, tokenizer.json and tokenizer_config.json (see module docstring)."""
     from tokenizers import processors
-    from transformers.convert_slow_tokenizer import SentencePieceExtractor, SpmConverter
     from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
-    proto = SentencePieceExtractor(tokenizer.model_path).proto
-    vocab = [(piece.piece, piece.score) for piece in proto.pieces]
-    # Normalizer, pre-tokenizer, byte fallback and user-defined pieces follow the proto.
-    backend = SpmConverter.build_tokenizer_from_spm_proto(proto, vocab)
-    if backend is None:
-        raise ValueError(f"{tokenizer.model_path}: not a unigram sentencepiece model")
+    backend = spm_backend(tokenizer.model_path)
     special = dict(unk_token=tokenizer.id_to_piece(tokenizer.unk_id))
     special["pad_token"] = tokenizer.id_to_piece(tokenizer.pad_id)
     if kind == "t5":
@@ -185,11 +204,13 @@ def import_hf(hf_dir: str, config: ml_collections.ConfigDict | BertConfig | T5Co
       hf_dir: holds config.json and model.safetensors (or pytorch_model.bin for BERT).
       config: the run config the params must fit (its model is built as
         ``objectives.get_task(config)`` builds it), or that model config itself.
+        The params come in its layout (stacked when ``scan_layers``).
 
     Raises:
       ValueError: the model type or an architecture field (vocab_size,
         hidden_size, num_layers, ...) differs from ``config``; all differing
-        fields are named. Dropout, dtypes and initializer range may differ.
+        fields are named. Dropout, dtypes, initializer range, attention,
+        remat_policy and scan_layers may differ.
     """
     kind, hf_fields = read_hf_config(hf_dir)
     if isinstance(config, ml_collections.ConfigDict):
@@ -205,10 +226,10 @@ def import_hf(hf_dir: str, config: ml_collections.ConfigDict | BertConfig | T5Co
     if kind == "t5":
         check_fits(export_t5.config_from_hf(hf_fields), expected, origin=hf_dir)
         _, state = export_t5.load_hf(hf_dir)
-    else:
-        check_fits(export_bert.config_from_hf(hf_fields, kind), expected, origin=hf_dir)
-        _, state = export_bert.load_hf(hf_dir, kind)
-    return state
+        return models_t5.stack_layers(state, expected)
+    check_fits(export_bert.config_from_hf(hf_fields, kind), expected, origin=hf_dir)
+    _, state = export_bert.load_hf(hf_dir, kind)
+    return models_bert.stack_layers(state, expected)
 
 
 def check_fits(

@@ -4,6 +4,9 @@ One explicit table maps our ``nnx.State`` paths to Hugging Face state_dict keys.
 Dense kernels are stored ``[in, out]`` here and ``[out, in]`` in PyTorch, so
 every entry marked ``transpose`` is transposed in both directions; embeddings,
 relative-bias tables (``[buckets, heads]`` on both sides) and norm scales are not.
+Each of our stacks owns one relative-bias table, which Hugging Face keeps in its
+block 0. A scanned state (``scan_layers``) is unstacked first, so both layouts
+export the same tensors, and an import is stacked to the config's layout.
 
 ``transformers`` is imported lazily (only ``hf_config`` needs it): exporting
 writes ``config.json`` + ``model.safetensors`` with NumPy alone.
@@ -11,6 +14,7 @@ writes ``config.json`` + ``model.safetensors`` with NumPy alone.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -24,9 +28,10 @@ import safetensors.flax
 from flax import nnx
 from safetensors.numpy import save_file
 
+from bert_jax.models import t5 as models_t5
 from bert_jax.models.t5 import T5Config, T5ForConditionalGeneration
 
-HF_ATTENTION = {"query": "q", "key": "k", "value": "v", "out": "o"}
+HF_ATTENTION = {"query": "q", "key": "k", "value": "v", "output": "o"}
 # HF keys that hold no extra information: tied copies of shared.weight, and a
 # cross-attention bias table some old checkpoints carry but HF never uses.
 _IGNORED_HF_KEYS = (
@@ -43,7 +48,7 @@ def _mlp_names(config: T5Config) -> tuple[str, ...]:
 def name_table(config: T5Config) -> list[tuple[str, str, bool]]:
     """``(our path, HF key, transpose)`` for every parameter of ``config``'s model.
 
-    Our paths are '/'-joined ``nnx.State`` paths, e.g.
+    Our paths are '/'-joined ``nnx.State`` paths of the unscanned layout, e.g.
     ``encoder/layers/0/self_attention/query/kernel``.
     """
     table = [("token_embedder/embedding", "shared.weight", False)]
@@ -74,7 +79,7 @@ def name_table(config: T5Config) -> list[tuple[str, str, bool]]:
             if i == 0:
                 table.append(
                     (
-                        f"{ours}/self_attention/relative_position_bias/embedding",
+                        f"{stack}/relative_position_bias/embedding",
                         f"{theirs}.0.SelfAttention.relative_attention_bias.weight",
                         False,
                     )
@@ -102,7 +107,8 @@ def _path(path: tuple) -> str:
 
 
 def to_hf_state_dict(state: nnx.State, config: T5Config) -> dict[str, np.ndarray]:
-    """Our parameters as a float32 HF state_dict (``lm_head.weight`` only if untied)."""
+    """Our parameters (either layout) as a float32 HF state_dict (lm_head only if untied)."""
+    state = models_t5.unstack_layers(state, config)
     values = {
         _path(path): np.asarray(
             variable.get_value() if hasattr(variable, "get_value") else variable
@@ -152,7 +158,8 @@ def from_hf_state_dict(state_dict: Mapping[str, Any], config: T5Config) -> nnx.S
     for key in _IGNORED_HF_KEYS:
         arrays.pop(key, None)
 
-    flat = {_path(path): (path, var) for path, var in nnx.to_flat_state(abstract_state(config))}
+    unscanned = dataclasses.replace(config, scan_layers=False)
+    flat = {_path(path): (path, var) for path, var in nnx.to_flat_state(abstract_state(unscanned))}
     leaves = []
     for ours, theirs, transpose in name_table(config):
         if theirs not in arrays:
@@ -169,7 +176,7 @@ def from_hf_state_dict(state_dict: Mapping[str, Any], config: T5Config) -> nnx.S
         leaves.append((path, variable.replace(jnp.asarray(value, expected.dtype))))
     if arrays:
         raise KeyError(f"HF state_dict has keys the T5 table does not map: {sorted(arrays)}")
-    return nnx.from_flat_state(leaves)
+    return models_t5.stack_layers(nnx.from_flat_state(leaves), config)
 
 
 def _to_numpy(value: Any) -> np.ndarray:

@@ -9,22 +9,21 @@ One post-LN Transformer encoder serves both models (Devlin et al. 2019; Lan et a
 - cross-layer sharing (``share_mode``): the encoder holds only as many attention /
   feed-forward parameter sets as the mode needs and applies the same module at
   several depths. The parameter tree stays a plain tree: nothing is referenced twice.
+
+``scan_layers``: sublayers stacked on a ``layers`` axis and run by `nnx.scan` (`layer_stack`).
 """
 
 from __future__ import annotations
-
-import math
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from bert_jax import sharding
-from bert_jax.models import layers
+from bert_jax.models import layer_stack, layers
 from bert_jax.models.bert_config import (
     ALBERT_SIZES,
     BERT_SIZES,
-    FLOAT_DTYPES,
     SHARE_MODES,
     BertConfig,
     sized_config,
@@ -33,14 +32,18 @@ from bert_jax.models.bert_config import (
 __all__ = [
     "ALBERT_SIZES",
     "BERT_SIZES",
-    "FLOAT_DTYPES",
     "SHARE_MODES",
     "BertConfig",
     "BertForPreTraining",
     "BertModel",
     "count_params",
     "sized_config",
+    "stack_layers",
+    "unstack_layers",
 ]
+
+# Where the per-layer sublayers live in a `BertForPreTraining` state.
+LAYER_PREFIXES = (("encoder", "attention_sublayers"), ("encoder", "ffn_sublayers"))
 
 
 def _dense(config: BertConfig, in_features: int, out_features: int, axes, rngs) -> nnx.Linear:
@@ -99,6 +102,7 @@ class AttentionSublayer(nnx.Module):
             config.hidden_size,
             config.num_heads,
             config.head_dim,
+            attention=config.attention,
             dropout_rate=config.attention_dropout_rate,
             kernel_init=nnx.initializers.truncated_normal(stddev=config.initializer_range),
             dtype=config.dtype,
@@ -108,8 +112,8 @@ class AttentionSublayer(nnx.Module):
         self.norm = _norm(config, config.hidden_size, rngs)
         self.dropout = nnx.Dropout(config.dropout_rate)
 
-    def __call__(self, x, bias, *, deterministic, rngs) -> jax.Array:
-        y = self.attention(x, bias=bias, deterministic=deterministic, rngs=rngs)
+    def __call__(self, x, mask, *, deterministic, rngs) -> jax.Array:
+        y = self.attention(x, mask=mask, deterministic=deterministic, rngs=rngs)
         return self.norm(x + self.dropout(y, deterministic=deterministic, rngs=rngs))
 
 
@@ -145,12 +149,19 @@ class BertModel(nnx.Module):
             self.embedding_projection = _dense(
                 config, config.embedding_size, config.hidden_size, (None, "embed"), rngs
             )
-        self.attention_sublayers = nnx.List(
-            [AttentionSublayer(config, rngs=rngs) for _ in range(config.num_attention_sets)]
-        )
-        self.ffn_sublayers = nnx.List(
-            [FeedForwardSublayer(config, rngs=rngs) for _ in range(config.num_ffn_sets)]
-        )
+        if config.layer_mode == "stacked":
+            stack = lambda cls: layer_stack.create_stacked(  # noqa: E731
+                lambda r: cls(config, rngs=r), config.num_layers, rngs
+            )
+            self.attention_sublayers = stack(AttentionSublayer)
+            self.ffn_sublayers = stack(FeedForwardSublayer)
+        else:
+            self.attention_sublayers = nnx.List(
+                [AttentionSublayer(config, rngs=rngs) for _ in range(config.num_attention_sets)]
+            )
+            self.ffn_sublayers = nnx.List(
+                [FeedForwardSublayer(config, rngs=rngs) for _ in range(config.num_ffn_sets)]
+            )
         self.pooler = _dense(config, config.hidden_size, config.hidden_size, ("embed", "mlp"), rngs)
 
     def __call__(
@@ -176,15 +187,35 @@ class BertModel(nnx.Module):
         if self.embedding_projection is not None:
             x = self.embedding_projection(x)  # [batch, length, H]
         x = sharding.constrain(x, ("batch", "length", "embed"))
-        # Padding keys get a very negative logit; padded queries still attend (as BERT).
-        bias = layers.mask_to_bias(input_mask[:, None, None, :] > 0)  # [batch, 1, 1, length]
-        for layer in range(config.num_layers):
-            attention = self.attention_sublayers[config.attention_index(layer)]
-            x = attention(x, bias, deterministic=deterministic, rngs=rngs)
+        # Padding keys are never attended; padded queries still attend (as BERT).
+        mask = input_mask[:, None, None, :] > 0  # [batch, 1, 1, length]
+
+        def layer_fn(sublayers, x, layer_rngs):
+            attention, ffn = sublayers
+            x = attention(x, mask, deterministic=deterministic, rngs=layer_rngs)
             x = sharding.constrain(x, ("batch", "length", "embed"))
-            ffn = self.ffn_sublayers[config.ffn_index(layer)]
-            x = ffn(x, deterministic=deterministic, rngs=rngs)
-            x = sharding.constrain(x, ("batch", "length", "embed"))
+            x = ffn(x, deterministic=deterministic, rngs=layer_rngs)
+            return sharding.constrain(x, ("batch", "length", "embed"))
+
+        if config.layer_mode == "loop":
+            sublayers = [
+                (self.attention_sublayers[config.attention_index(i)],
+                 self.ffn_sublayers[config.ffn_index(i)])
+                for i in range(config.num_layers)
+            ]  # fmt: skip
+        elif config.layer_mode == "shared":
+            sublayers = (self.attention_sublayers[0], self.ffn_sublayers[0])
+        else:
+            sublayers = (self.attention_sublayers, self.ffn_sublayers)
+        x = layer_stack.apply_layers(
+            layer_fn,
+            x,
+            sublayers,
+            num_layers=config.num_layers,
+            stacked=config.layer_mode == "stacked",
+            remat_policy=config.remat_policy,
+            dropout_key=None if deterministic or rngs is None else rngs.dropout(),
+        )
         pooled = jnp.tanh(self.pooler(x[:, 0]))  # [batch, H]
         return x, pooled
 
@@ -245,9 +276,23 @@ class BertForPreTraining(nnx.Module):
         return mlm_logits, pair_logits
 
 
+def stack_layers(state: nnx.State, config: BertConfig) -> nnx.State:
+    """An unscanned state (of any model with an ``encoder``) in ``config``'s layout."""
+    if config.layer_mode != "stacked":  # only then do the layouts differ
+        return state
+    return layer_stack.stack_layers(state, LAYER_PREFIXES)
+
+
+def unstack_layers(state: nnx.State, config: BertConfig) -> nnx.State:
+    """The unscanned layout of a state of ``config``'s model (inverse of `stack_layers`)."""
+    if config.layer_mode != "stacked":
+        return state
+    return layer_stack.unstack_layers(state, LAYER_PREFIXES)
+
+
 def count_params(model_or_state: nnx.Module | nnx.State) -> int:
     """Number of parameters of a model or state; works on `nnx.eval_shape` results."""
     state = model_or_state
     if isinstance(model_or_state, nnx.Module):
         state = nnx.state(model_or_state, nnx.Param)
-    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(state))
+    return sum(leaf.size for leaf in jax.tree.leaves(state))

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from bert_jax.models import layers
+from bert_jax.models import layer_stack, layers
 
 SHARE_MODES = ("none", "all", "attention", "ffn")
-FLOAT_DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +26,14 @@ class BertConfig:
       num_groups: ALBERT ``num_hidden_groups``: with sharing, layer i uses
         parameter set ``int(i / (num_layers / num_groups))``.
       hidden_act: Hugging Face activation name; 'gelu' is the exact erf GELU.
-      dtype: activation / compute dtype (e.g. 'bfloat16'); params use param_dtype.
+      dtype: activation / compute dtype (e.g. 'bfloat16'); softmax, norms and logits
+        stay float32.
+      param_dtype: storage dtype of the parameters.
+      attention: 'dot_product' (jax.nn.dot_product_attention) or 'explicit' (einsums).
+      remat_policy: what each layer's backward pass recomputes (layer_stack.REMAT_POLICIES).
+      scan_layers: stack per-layer parameters on a leading 'layers' axis and run them
+        with nnx.scan (share_mode 'none'); with share_mode 'all' and one group the
+        shared layer is scanned with the same parameters at every step (no stack).
     """
 
     vocab_size: int
@@ -47,6 +53,9 @@ class BertConfig:
     initializer_range: float = 0.02
     dtype: str = "float32"
     param_dtype: str = "float32"
+    attention: str = "dot_product"
+    remat_policy: str = "none"
+    scan_layers: bool = False
 
     def __post_init__(self):
         positive = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size")
@@ -79,8 +88,34 @@ class BertConfig:
             if not getattr(self, name) > 0:
                 raise ValueError(f"BertConfig.{name} must be positive, got {getattr(self, name)}")
         for name in ("dtype", "param_dtype"):
-            if getattr(self, name) not in FLOAT_DTYPES:
-                raise ValueError(f"BertConfig.{name} {getattr(self, name)!r} not in {FLOAT_DTYPES}")
+            if getattr(self, name) not in layers.DTYPES:
+                raise ValueError(
+                    f"BertConfig.{name} {getattr(self, name)!r} not in {layers.DTYPES}"
+                )
+        if self.attention not in layers.ATTENTION_KINDS:
+            raise ValueError(
+                f"BertConfig.attention {self.attention!r} not in {layers.ATTENTION_KINDS}"
+            )
+        if self.remat_policy not in layer_stack.REMAT_POLICIES:
+            raise ValueError(
+                f"BertConfig.remat_policy {self.remat_policy!r} not in "
+                f"{tuple(layer_stack.REMAT_POLICIES)}"
+            )
+        if not isinstance(self.scan_layers, bool):
+            raise ValueError(f"BertConfig.scan_layers must be a bool, got {self.scan_layers!r}")
+        if self.scan_layers and self.layer_mode == "loop":
+            raise ValueError(
+                "BertConfig.scan_layers needs share_mode 'none', or 'all' with num_groups=1; "
+                f"got share_mode={self.share_mode!r}, num_groups={self.num_groups}"
+            )
+
+    @property
+    def layer_mode(self) -> str:
+        """'stacked' (scanned per-layer params), 'shared' (one scanned shared layer) or 'loop'."""
+        if self.share_mode == "none":
+            return "stacked" if self.scan_layers else "loop"
+        one_shared = self.share_mode == "all" and self.num_groups == 1
+        return "shared" if self.scan_layers and one_shared else "loop"
 
     @property
     def head_dim(self) -> int:

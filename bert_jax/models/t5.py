@@ -4,118 +4,34 @@ Matches Hugging Face ``T5ForConditionalGeneration`` numerically (see
 ``bert_jax/export/t5.py`` and its parity test) and t5x's initialisation and
 logical axis names. Packed rows are supported: attention never crosses segment
 boundaries and relative positions come from ``*_positions`` when given.
+With ``scan_layers`` each stack's layers are stacked on a leading ``layers`` axis
+(`stack_layers` / `unstack_layers` convert a state between the layouts).
 """
 
 from __future__ import annotations
-
-import dataclasses
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from bert_jax import sharding
-from bert_jax.models.t5_layers import Stack, attention_mask, causal_mask
+from bert_jax.models import layer_stack, layers
+from bert_jax.models.layers import attention_mask, causal_mask
+from bert_jax.models.t5_config import FEED_FORWARDS, T5_SIZES, T5Config, t5_config
+from bert_jax.models.t5_layers import Stack
 
-FEED_FORWARDS = ("relu", "gated-gelu")
-DTYPES = ("float32", "bfloat16", "float16")
+__all__ = [
+    "FEED_FORWARDS",
+    "T5_SIZES",
+    "T5Config",
+    "T5ForConditionalGeneration",
+    "stack_layers",
+    "t5_config",
+    "unstack_layers",
+]
 
-
-@dataclasses.dataclass(frozen=True)
-class T5Config:
-    """T5 hyperparameters (Hugging Face names where they exist)."""
-
-    vocab_size: int
-    d_model: int
-    num_heads: int
-    d_kv: int
-    d_ff: int
-    num_encoder_layers: int
-    num_decoder_layers: int
-    relative_attention_num_buckets: int = 32
-    relative_attention_max_distance: int = 128
-    dropout_rate: float = 0.1
-    layer_norm_eps: float = 1e-6
-    feed_forward: str = "relu"  # 'relu' (v1.0) | 'gated-gelu' (v1.1, tanh GELU)
-    tie_word_embeddings: bool = True  # v1.0; v1.1 has an untied, unscaled lm_head
-    dtype: str = "float32"  # activations
-    param_dtype: str = "float32"
-
-    def __post_init__(self):
-        positive = (
-            "vocab_size",
-            "d_model",
-            "num_heads",
-            "d_kv",
-            "d_ff",
-            "num_encoder_layers",
-            "num_decoder_layers",
-        )
-        for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"T5Config.{name} must be a positive int, got {value!r}")
-        if self.relative_attention_num_buckets < 4:
-            raise ValueError(
-                "T5Config.relative_attention_num_buckets must be >= 4, got "
-                f"{self.relative_attention_num_buckets}"
-            )
-        if self.relative_attention_max_distance <= self.relative_attention_num_buckets // 2:
-            raise ValueError(
-                "T5Config.relative_attention_max_distance must exceed "
-                f"relative_attention_num_buckets // 2, got {self.relative_attention_max_distance}"
-            )
-        if not 0.0 <= self.dropout_rate < 1.0:
-            raise ValueError(f"T5Config.dropout_rate must be in [0, 1), got {self.dropout_rate}")
-        if not self.layer_norm_eps > 0:
-            raise ValueError(f"T5Config.layer_norm_eps must be > 0, got {self.layer_norm_eps}")
-        if self.feed_forward not in FEED_FORWARDS:
-            raise ValueError(
-                f"T5Config.feed_forward must be one of {FEED_FORWARDS}, got {self.feed_forward!r}"
-            )
-        for name in ("dtype", "param_dtype"):
-            if getattr(self, name) not in DTYPES:
-                raise ValueError(
-                    f"T5Config.{name} must be one of {DTYPES}, got {getattr(self, name)!r}"
-                )
-
-
-_SHAPES = ("d_model", "num_heads", "d_kv", "d_ff", "num_encoder_layers", "num_decoder_layers")
-# Published t5x / Mesh TensorFlow shapes, (d_model, heads, d_kv, d_ff, enc, dec) per variant.
-T5_SIZES: dict[str, dict[str, dict[str, int]]] = {
-    variant: {size: dict(zip(_SHAPES, shape, strict=True)) for size, shape in shapes.items()}
-    for variant, shapes in {
-        "v1_0": {
-            "tiny": (128, 4, 32, 512, 2, 2),
-            "small": (512, 8, 64, 2048, 6, 6),
-            "base": (768, 12, 64, 3072, 12, 12),
-            "large": (1024, 16, 64, 4096, 24, 24),
-        },
-        "v1_1": {
-            "tiny": (128, 4, 32, 512, 2, 2),
-            "small": (512, 6, 64, 1024, 8, 8),
-            "base": (768, 12, 64, 2048, 12, 12),
-            "large": (1024, 16, 64, 2816, 24, 24),
-        },
-    }.items()
-}
-_VARIANTS = {
-    "v1_0": {"feed_forward": "relu", "tie_word_embeddings": True},
-    "v1_1": {"feed_forward": "gated-gelu", "tie_word_embeddings": False},
-}
-
-
-def t5_config(size: str, variant: str = "v1_1", vocab_size: int = 32128, **overrides) -> T5Config:
-    """A published T5 shape: ``size`` in tiny/small/base/large, ``variant`` v1_0/v1_1.
-
-    ``overrides`` replace any T5Config field (dropout_rate, dtype, ...).
-    """
-    if variant not in T5_SIZES:
-        raise ValueError(f"T5 variant must be one of {tuple(T5_SIZES)}, got {variant!r}")
-    if size not in T5_SIZES[variant]:
-        raise ValueError(f"T5 size must be one of {tuple(T5_SIZES[variant])}, got {size!r}")
-    fields = {**T5_SIZES[variant][size], **_VARIANTS[variant], **overrides}
-    return T5Config(vocab_size=vocab_size, **fields)
+# Where the per-layer modules live in a `T5ForConditionalGeneration` state.
+LAYER_PREFIXES = (("encoder", "layers"), ("decoder", "layers"))
 
 
 def _positions(tokens: jax.Array, positions: jax.Array | None) -> jax.Array:
@@ -131,15 +47,12 @@ class T5ForConditionalGeneration(nnx.Module):
 
     def __init__(self, config: T5Config, *, rngs: nnx.Rngs):
         self.config = config
-        dtype, param_dtype = jnp.dtype(config.dtype), jnp.dtype(config.param_dtype)
-        self.token_embedder = nnx.Embed(
+        self.token_embedder = layers.embed(
             config.vocab_size,
             config.d_model,
-            dtype=dtype,
-            param_dtype=param_dtype,
-            embedding_init=nnx.with_partitioning(
-                jax.nn.initializers.normal(stddev=1.0), ("vocab", "embed")
-            ),
+            ("vocab", "embed"),
+            embedding_init=jax.nn.initializers.normal(stddev=1.0),
+            param_dtype=config.param_dtype,
             rngs=rngs,
         )
         self.encoder = Stack(config, decoder=False, rngs=rngs)
@@ -151,7 +64,7 @@ class T5ForConditionalGeneration(nnx.Module):
                 config.vocab_size,
                 use_bias=False,
                 dtype=jnp.float32,
-                param_dtype=param_dtype,
+                param_dtype=jnp.dtype(config.param_dtype),
                 kernel_init=nnx.with_partitioning(
                     jax.nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal"),
                     ("embed", "vocab"),
@@ -160,7 +73,7 @@ class T5ForConditionalGeneration(nnx.Module):
             )
 
     def _embed(self, tokens: jax.Array) -> jax.Array:
-        embedded = self.token_embedder(tokens)  # [batch, length, embed]
+        embedded = self.token_embedder(tokens).astype(self.config.dtype)  # [batch, length, embed]
         return sharding.constrain(embedded, ("batch", "length", "embed"))
 
     def encode(
@@ -310,3 +223,13 @@ class T5ForConditionalGeneration(nnx.Module):
         )
         _, outputs, _ = jax.lax.while_loop(keep_going, generate_one, init)
         return outputs
+
+
+def stack_layers(state: nnx.State, config: T5Config) -> nnx.State:
+    """An unscanned `T5ForConditionalGeneration` state in ``config``'s layout (scanned or not)."""
+    return layer_stack.stack_layers(state, LAYER_PREFIXES) if config.scan_layers else state
+
+
+def unstack_layers(state: nnx.State, config: T5Config) -> nnx.State:
+    """The unscanned layout of a state of ``config``'s model (inverse of `stack_layers`)."""
+    return layer_stack.unstack_layers(state, LAYER_PREFIXES) if config.scan_layers else state

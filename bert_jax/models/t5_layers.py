@@ -1,16 +1,16 @@
-"""T5 building blocks: RMSNorm, relative position bias, attention, MLP, layers.
+"""T5 layers on the shared block library: relative position bias, encoder / decoder layers, stacks.
 
-Semantics follow Hugging Face ``modeling_t5.py`` (the parity reference) and the
-t5x example layers: pre-norm RMSNorm without bias or mean subtraction, dense
-layers without biases, no ``1/sqrt(d_kv)`` attention scaling (it is folded into
-the query initialiser), and bucketed relative position biases.
+Semantics follow Hugging Face ``modeling_t5.py`` (the parity reference) and the t5x
+example layers: pre-norm RMSNorm without bias or mean subtraction, dense layers without
+biases, no ``1/sqrt(d_kv)`` attention scaling (it is folded into the query
+initialiser), and bucketed relative position biases, added to the attention logits
+as a float32 bias that one table per stack computes once per call.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -18,37 +18,12 @@ import numpy as np
 from flax import nnx
 
 from bert_jax import sharding
-
-if TYPE_CHECKING:
-    from bert_jax.models.t5 import T5Config
-
-# Added to the logits of masked attention pairs: finite, so a fully masked row
-# (padding queries) gives a uniform softmax instead of NaN.
-MASKED_LOGIT = -1e10
+from bert_jax.models import layer_stack, layers
+from bert_jax.models.t5_config import T5Config
 
 
 def _fan_in_normal(scale: float = 1.0):
     return jax.nn.initializers.variance_scaling(scale, "fan_in", "normal")
-
-
-def _fan_in_truncated_normal():
-    return jax.nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
-
-
-class RMSNorm(nnx.Module):
-    """T5 layer norm: ``x / rms(x) * scale``, statistics in float32."""
-
-    def __init__(self, features: int, config: T5Config, *, rngs: nnx.Rngs):
-        self.epsilon = config.layer_norm_eps
-        self.dtype = jnp.dtype(config.dtype)
-        init = nnx.with_partitioning(jax.nn.initializers.ones, ("embed",))
-        self.scale = nnx.Param(init(rngs.params(), (features,), jnp.dtype(config.param_dtype)))
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        x = x.astype(jnp.float32)
-        mean_square = jnp.mean(jnp.square(x), axis=-1, keepdims=True)
-        normed = (x * jax.lax.rsqrt(mean_square + self.epsilon)).astype(self.dtype)
-        return normed * self.scale[...].astype(self.dtype)
 
 
 @functools.lru_cache(maxsize=32)
@@ -126,156 +101,68 @@ class RelativePositionBias(nnx.Module):
         return jnp.transpose(values, (0, 3, 1, 2))  # [b, heads, q, k]
 
 
-class MultiHeadAttention(nnx.Module):
-    """Unscaled dot-product attention with optional additive bias and boolean mask."""
-
-    def __init__(self, config: T5Config, *, relative_bias: str | None = None, rngs: nnx.Rngs):
-        """Builds q/k/v/o projections.
-
-        Args:
-          config: model hyperparameters.
-          relative_bias: None, or 'bidirectional' / 'causal' to own the stack's
-            relative position bias table (first layer only, as in Hugging Face).
-          rngs: parameter initialisation.
-        """
-        self.num_heads = config.num_heads
-        self.head_dim = config.d_kv
-        inner = config.num_heads * config.d_kv
-        dtype = jnp.dtype(config.dtype)
-        param_dtype = jnp.dtype(config.param_dtype)
-
-        def query_init(key, shape, dtype=jnp.float32):
-            # T5 does not scale q.k by 1/sqrt(d_kv); the query init absorbs it.
-            return _fan_in_normal()(key, shape, dtype) / math.sqrt(config.d_kv)
-
-        def projection(in_features, out_features, init, axes):
-            return nnx.Linear(
-                in_features,
-                out_features,
-                use_bias=False,
-                dtype=dtype,
-                param_dtype=param_dtype,
-                kernel_init=nnx.with_partitioning(init, axes),
-                rngs=rngs,
-            )
-
-        self.query = projection(config.d_model, inner, query_init, ("embed", "joined_kv"))
-        self.key = projection(config.d_model, inner, _fan_in_normal(), ("embed", "joined_kv"))
-        self.value = projection(config.d_model, inner, _fan_in_normal(), ("embed", "joined_kv"))
-        self.out = projection(inner, config.d_model, _fan_in_normal(), ("joined_kv", "embed"))
-        self.relative_position_bias = (
-            None
-            if relative_bias is None
-            else RelativePositionBias(
-                config, bidirectional=relative_bias == "bidirectional", rngs=rngs
-            )
-        )
-        self.dropout = nnx.Dropout(config.dropout_rate)
-
-    def __call__(
-        self,
-        inputs_q: jax.Array,
-        inputs_kv: jax.Array,
-        *,
-        mask: jax.Array,
-        bias: jax.Array | None = None,
-        deterministic: bool = True,
-        rngs: nnx.Rngs | None = None,
-    ) -> jax.Array:
-        """Attends ``[b, q, embed]`` queries to ``[b, k, embed]`` keys/values.
-
-        Args:
-          mask: bool ``[b, 1, q, k]``; False pairs are never attended.
-          bias: float32 ``[b or 1, heads, q, k]`` added to the logits.
-        """
-        batch, q_len, _ = inputs_q.shape
-        k_len = inputs_kv.shape[1]
-        query = self.query(inputs_q).reshape(batch, q_len, self.num_heads, self.head_dim)
-        key = self.key(inputs_kv).reshape(batch, k_len, self.num_heads, self.head_dim)
-        value = self.value(inputs_kv).reshape(batch, k_len, self.num_heads, self.head_dim)
-        # [batch, length, heads, kv]
-        query = sharding.constrain(query, ("batch", "length", "heads", "kv"))
-        key = sharding.constrain(key, ("batch", "length", "heads", "kv"))
-        value = sharding.constrain(value, ("batch", "length", "heads", "kv"))
-
-        logits = jnp.einsum(
-            "bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32
-        )  # [batch, heads, q, k]
-        if bias is not None:
-            logits = logits + bias
-        logits = jnp.where(mask, logits, MASKED_LOGIT)
-        weights = jax.nn.softmax(logits, axis=-1).astype(value.dtype)
-        weights = self.dropout(weights, deterministic=deterministic, rngs=rngs)
-        context = jnp.einsum("bhqk,bkhd->bqhd", weights, value)  # [batch, q, heads, kv]
-        return self.out(context.reshape(batch, q_len, self.num_heads * self.head_dim))
+def _norm(config: T5Config, rngs: nnx.Rngs) -> layers.RMSNorm:
+    return layers.RMSNorm(
+        config.d_model,
+        epsilon=config.layer_norm_eps,
+        dtype=config.dtype,
+        param_dtype=config.param_dtype,
+        rngs=rngs,
+    )
 
 
-class MlpBlock(nnx.Module):
-    """Feed-forward block: ``relu`` (T5 v1.0) or gated tanh-GELU (v1.1)."""
+def _attention(config: T5Config, rngs: nnx.Rngs) -> layers.MultiHeadAttention:
+    def query_init(key, shape, dtype=jnp.float32):
+        # T5 does not scale q.k by 1/sqrt(d_kv); the query init absorbs it.
+        return _fan_in_normal()(key, shape, dtype) / math.sqrt(config.d_kv)
 
-    def __init__(self, config: T5Config, *, rngs: nnx.Rngs):
-        self.gated = config.feed_forward == "gated-gelu"
-
-        def dense(in_features, out_features, axes):
-            return nnx.Linear(
-                in_features,
-                out_features,
-                use_bias=False,
-                dtype=jnp.dtype(config.dtype),
-                param_dtype=jnp.dtype(config.param_dtype),
-                kernel_init=nnx.with_partitioning(_fan_in_truncated_normal(), axes),
-                rngs=rngs,
-            )
-
-        if self.gated:
-            self.wi_0 = dense(config.d_model, config.d_ff, ("embed", "mlp"))
-            self.wi_1 = dense(config.d_model, config.d_ff, ("embed", "mlp"))
-        else:
-            self.wi = dense(config.d_model, config.d_ff, ("embed", "mlp"))
-        self.wo = dense(config.d_ff, config.d_model, ("mlp", "embed"))
-        self.dropout = nnx.Dropout(config.dropout_rate)
-
-    def __call__(
-        self, x: jax.Array, *, deterministic: bool = True, rngs: nnx.Rngs | None = None
-    ) -> jax.Array:
-        if self.gated:
-            # Hugging Face 'gelu_new' is the tanh approximation.
-            hidden = jax.nn.gelu(self.wi_0(x), approximate=True) * self.wi_1(x)
-        else:
-            hidden = jax.nn.relu(self.wi(x))
-        # [batch, length, mlp]
-        hidden = sharding.constrain(hidden, ("batch", "length", "mlp"))
-        hidden = self.dropout(hidden, deterministic=deterministic, rngs=rngs)
-        return self.wo(hidden)
+    return layers.MultiHeadAttention(
+        config.d_model,
+        config.num_heads,
+        config.d_kv,
+        attention=config.attention,
+        dropout_rate=config.dropout_rate,
+        use_bias=False,
+        scale_logits=False,
+        kernel_init=_fan_in_normal(),
+        query_kernel_init=query_init,
+        dtype=config.dtype,
+        param_dtype=config.param_dtype,
+        rngs=rngs,
+    )
 
 
-def attention_mask(query_ids: jax.Array, key_ids: jax.Array, pairwise=jnp.equal) -> jax.Array:
-    """``pairwise(query_ids[b, q], key_ids[b, k])`` as a bool ``[b, 1, q, k]`` mask."""
-    return pairwise(query_ids[:, None, :, None], key_ids[:, None, None, :])
-
-
-def causal_mask(length: int) -> jax.Array:
-    """Bool ``[1, 1, length, length]``: query i sees keys j <= i."""
-    positions = jnp.arange(length)[None]
-    return attention_mask(positions, positions, jnp.greater_equal)
+def _mlp(config: T5Config, rngs: nnx.Rngs) -> layers.FeedForward:
+    gated = config.feed_forward == "gated-gelu"
+    return layers.FeedForward(
+        config.d_model,
+        config.d_ff,
+        # Hugging Face 'gelu_new' (tanh approximation) for v1.1's gated GELU.
+        activation_name="gelu_new" if gated else "relu",
+        gated=gated,
+        use_bias=False,
+        intermediate_dropout_rate=config.dropout_rate,
+        kernel_init=jax.nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal"),
+        dtype=config.dtype,
+        param_dtype=config.param_dtype,
+        rngs=rngs,
+    )
 
 
 class EncoderLayer(nnx.Module):
-    """Pre-norm self-attention + MLP; the first layer owns the bias table."""
+    """Pre-norm self-attention + MLP."""
 
-    def __init__(self, config: T5Config, *, owns_bias: bool, rngs: nnx.Rngs):
-        self.pre_attention_norm = RMSNorm(config.d_model, config, rngs=rngs)
-        self.self_attention = MultiHeadAttention(
-            config, relative_bias="bidirectional" if owns_bias else None, rngs=rngs
-        )
-        self.pre_mlp_norm = RMSNorm(config.d_model, config, rngs=rngs)
-        self.mlp = MlpBlock(config, rngs=rngs)
+    def __init__(self, config: T5Config, *, rngs: nnx.Rngs):
+        self.pre_attention_norm = _norm(config, rngs)
+        self.self_attention = _attention(config, rngs)
+        self.pre_mlp_norm = _norm(config, rngs)
+        self.mlp = _mlp(config, rngs)
         self.dropout = nnx.Dropout(config.dropout_rate)
 
     def __call__(self, x, *, mask, bias, deterministic, rngs):
         dropout = lambda y: self.dropout(y, deterministic=deterministic, rngs=rngs)
         y = self.pre_attention_norm(x)
-        y = self.self_attention(y, y, mask=mask, bias=bias, deterministic=deterministic, rngs=rngs)
+        y = self.self_attention(y, mask=mask, bias=bias, deterministic=deterministic, rngs=rngs)
         x = x + dropout(y)
         y = self.mlp(self.pre_mlp_norm(x), deterministic=deterministic, rngs=rngs)
         x = x + dropout(y)
@@ -285,22 +172,20 @@ class EncoderLayer(nnx.Module):
 class DecoderLayer(nnx.Module):
     """Pre-norm causal self-attention + cross-attention + MLP."""
 
-    def __init__(self, config: T5Config, *, owns_bias: bool, rngs: nnx.Rngs):
-        self.pre_self_attention_norm = RMSNorm(config.d_model, config, rngs=rngs)
-        self.self_attention = MultiHeadAttention(
-            config, relative_bias="causal" if owns_bias else None, rngs=rngs
-        )
-        self.pre_cross_attention_norm = RMSNorm(config.d_model, config, rngs=rngs)
-        self.cross_attention = MultiHeadAttention(config, rngs=rngs)
-        self.pre_mlp_norm = RMSNorm(config.d_model, config, rngs=rngs)
-        self.mlp = MlpBlock(config, rngs=rngs)
+    def __init__(self, config: T5Config, *, rngs: nnx.Rngs):
+        self.pre_self_attention_norm = _norm(config, rngs)
+        self.self_attention = _attention(config, rngs)
+        self.pre_cross_attention_norm = _norm(config, rngs)
+        self.cross_attention = _attention(config, rngs)
+        self.pre_mlp_norm = _norm(config, rngs)
+        self.mlp = _mlp(config, rngs)
         self.dropout = nnx.Dropout(config.dropout_rate)
 
     def __call__(self, x, *, encoded, self_mask, cross_mask, bias, deterministic, rngs):
         dropout = lambda y: self.dropout(y, deterministic=deterministic, rngs=rngs)
         y = self.pre_self_attention_norm(x)
         y = self.self_attention(
-            y, y, mask=self_mask, bias=bias, deterministic=deterministic, rngs=rngs
+            y, mask=self_mask, bias=bias, deterministic=deterministic, rngs=rngs
         )
         x = x + dropout(y)
         y = self.pre_cross_attention_norm(x)
@@ -314,26 +199,47 @@ class DecoderLayer(nnx.Module):
 
 
 class Stack(nnx.Module):
-    """Encoder or decoder stack; layer 0's bias table is computed once per call."""
+    """Encoder or decoder stack with one relative position bias table for all its layers.
+
+    Hugging Face keeps that table in layer 0 and shares it; here it belongs to the
+    stack, so the (possibly scanned) layers are identical modules.
+    """
 
     def __init__(self, config: T5Config, *, decoder: bool, rngs: nnx.Rngs):
-        layer_cls, count = (
+        self.config = config
+        layer_cls, self.num_layers = (
             (DecoderLayer, config.num_decoder_layers)
             if decoder
             else (EncoderLayer, config.num_encoder_layers)
         )
-        self.layers = nnx.List(
-            [layer_cls(config, owns_bias=i == 0, rngs=rngs) for i in range(count)]
+        self.relative_position_bias = RelativePositionBias(
+            config, bidirectional=not decoder, rngs=rngs
         )
-        self.final_norm = RMSNorm(config.d_model, config, rngs=rngs)
+        if config.scan_layers:
+            self.layers = layer_stack.create_stacked(
+                lambda r: layer_cls(config, rngs=r), self.num_layers, rngs
+            )
+        else:
+            self.layers = nnx.List([layer_cls(config, rngs=rngs) for _ in range(self.num_layers)])
+        self.final_norm = _norm(config, rngs)
         self.dropout = nnx.Dropout(config.dropout_rate)
 
     def __call__(self, x, *, positions, deterministic, rngs, **layer_kwargs):
         """Runs ``x`` [batch, length, embed]; positions are [batch or 1, length]."""
-        # One table for the whole stack (Hugging Face shares layer 0's bias).
-        bias = self.layers[0].self_attention.relative_position_bias(positions, positions)
+        bias = self.relative_position_bias(positions, positions)  # [b or 1, heads, q, k]
         x = self.dropout(x, deterministic=deterministic, rngs=rngs)
-        for layer in self.layers:
-            x = layer(x, bias=bias, deterministic=deterministic, rngs=rngs, **layer_kwargs)
+
+        def layer_fn(layer, x, layer_rngs):
+            return layer(x, bias=bias, deterministic=deterministic, rngs=layer_rngs, **layer_kwargs)
+
+        x = layer_stack.apply_layers(
+            layer_fn,
+            x,
+            self.layers if self.config.scan_layers else list(self.layers),
+            num_layers=self.num_layers,
+            stacked=True,
+            remat_policy=self.config.remat_policy,
+            dropout_key=None if deterministic or rngs is None else rngs.dropout(),
+        )
         x = self.final_norm(x)
         return self.dropout(x, deterministic=deterministic, rngs=rngs)

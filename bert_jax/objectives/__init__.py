@@ -38,6 +38,12 @@ class Task:
         e.g. ALBERT's sentence-order pairs in both orders.
       initial_params: optional ``fresh params (nnx.State) -> params`` applied once
         at step 0, e.g. loading a pretrained encoder for fine-tuning.
+      mean_weights: optional ``batch -> {metric name: count}``, the count each metric of
+        ``loss_fn`` is a mean over (e.g. masked positions for ``mlm_loss``). Gradient
+        accumulation weights microbatches by it, so accumulating equals one large
+        batch; a metric it leaves out is an equal-weight mean over microbatches.
+      loss_terms: the metrics of ``loss_fn`` whose sum is the loss, each weighted by
+        its ``mean_weights`` entry; ``("loss",)`` when one count normalises the loss.
     """
 
     tokenizer: Any
@@ -53,6 +59,8 @@ class Task:
     dataset_fn: Callable | None = None
     initial_params: Callable | None = None
     eval_examples: Any = None
+    mean_weights: Callable | None = None
+    loss_terms: tuple[str, ...] = ("loss",)
 
 
 FAMILIES = ("bert", "albert", "t5")

@@ -24,13 +24,13 @@ def training_unigram_counts(
     data_config, tokenizer, max_documents: int = MAX_DOCUMENTS
 ) -> np.ndarray:
     """Token counts ``[vocab_size]`` over (up to) ``max_documents`` training documents."""
-    stream = sources.document_stream(
-        data_config, "train", seed=0, process_index=0, process_count=1, repeat=False
+    stream = sources.documents(
+        data_config, "train", tokenizer, seed=0, process_index=0, process_count=1, repeat=False
     )
     counts = np.zeros(tokenizer.vocab_size, np.int64)
     num_documents = 0
-    for text in itertools.islice(stream, max_documents):
-        for sentence in tokenizer.encode_document(text):
+    for sentences in itertools.islice(stream, max_documents):
+        for sentence in sentences:
             counts += np.bincount(sentence, minlength=tokenizer.vocab_size)
         num_documents += 1
     logging.info(
@@ -48,7 +48,13 @@ def unigram_baselines(
       train_counts: ``[vocab]`` token counts of the training data.
       targets: int held-out target ids.
       exclude: ids that are never targets (special tokens), given probability 0.
+
+    Returns:
+      ``unigram_xent`` and ``majority_accuracy``; NaN for both when ``targets`` is empty.
     """
+    targets = np.asarray(targets)
+    if targets.size == 0:
+        return {"unigram_xent": float("nan"), "majority_accuracy": float("nan")}
     counts = train_counts.astype(np.float64) + 0.5  # add-half smoothing: unseen ids stay finite
     counts[exclude] = 0.0
     with np.errstate(divide="ignore"):  # excluded ids get log(0) = -inf, never a target

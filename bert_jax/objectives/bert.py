@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -16,7 +15,9 @@ import optax
 
 from bert_jax.data.tokenizer import Tokenizer
 from bert_jax.models import bert as models_bert
-from bert_jax.objectives import Task, baselines
+from bert_jax.objectives import Task, bert_eval
+from bert_jax.objectives.bert_eval import pretraining_logits as _logits
+from bert_jax.objectives.logit_metrics import label_logit_stats
 from bert_jax.objectives.masking import mask_tokens
 from bert_jax.objectives.sentence_pairs import (
     SENTENCE_PAIR_TASKS,
@@ -116,6 +117,11 @@ class BertObjective:
         self.special_ids = np.asarray(tokenizer.special_ids, np.int32)
         self.random_token_range = (int(tokenizer.first_normal_id), int(tokenizer.spm_vocab_size))
 
+    @property
+    def min_documents(self) -> int:
+        """Documents a split needs (the pipeline checks): NSP's random next is another one."""
+        return 2 if self.data_config.sentence_pair_task == "nsp" else 1
+
     def examples_from_documents(
         self, documents: list[list[np.ndarray]], rng: np.random.Generator
     ) -> list[dict[str, np.ndarray]]:
@@ -176,7 +182,7 @@ class BertObjective:
 
 
 # ---------------------------------------------------------------------------
-# Model, loss and evaluation (the JAX half of the BERT/ALBERT objective).
+# Model and loss (the JAX half of the BERT/ALBERT objective; evaluation is in bert_eval.py).
 # ---------------------------------------------------------------------------
 
 
@@ -198,28 +204,16 @@ def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> models_b
         raise ValueError(f"config.model: {error}") from None
 
 
-def _logits(model, batch, *, deterministic, rngs):
-    return model(
-        batch["input_ids"],
-        batch["segment_ids"],
-        batch["input_mask"],
-        batch["masked_lm_positions"],
-        deterministic=deterministic,
-        rngs=rngs,
-    )  # [batch, predictions, vocab], [batch, 2]
-
-
 def make_loss_fn(use_pair_loss: bool):
     """Masked-LM cross-entropy (+ the sentence-pair loss unless the task is 'none')."""
 
     def loss_fn(model, batch, *, deterministic: bool, rngs=None):
         mlm_logits, pair_logits = _logits(model, batch, deterministic=deterministic, rngs=rngs)
         weights = batch["masked_lm_weights"]  # [batch, predictions]
-        mlm_xent = optax.softmax_cross_entropy_with_integer_labels(
-            mlm_logits, batch["masked_lm_ids"]
-        )
+        # [batch, predictions]; correct = gold logit >= row max (ties correct, logit_metrics).
+        mlm_xent, _, mlm_correct = label_logit_stats(mlm_logits, batch["masked_lm_ids"])
         mlm_loss = jnp.sum(mlm_xent * weights) / jnp.maximum(jnp.sum(weights), 1.0)
-        mlm_correct = (jnp.argmax(mlm_logits, -1) == batch["masked_lm_ids"]) * weights
+        mlm_correct = mlm_correct * weights
         pair_xent = optax.softmax_cross_entropy_with_integer_labels(
             pair_logits, batch["pair_labels"]
         )
@@ -236,41 +230,16 @@ def make_loss_fn(use_pair_loss: bool):
     return loss_fn
 
 
-def eval_fn(model, batch) -> dict[str, jax.Array]:
-    """Sums over one held-out batch; ``finish_eval`` turns totals into metrics."""
-    mlm_logits, pair_logits = _logits(model, batch, deterministic=True, rngs=None)
-    weights = batch["masked_lm_weights"]
-    xent = optax.softmax_cross_entropy_with_integer_labels(mlm_logits, batch["masked_lm_ids"])
+def mean_weights(batch) -> dict[str, jnp.ndarray]:
+    """What each metric of ``loss_fn`` averages over (gradient accumulation weights by it)."""
+    predictions = jnp.sum(batch["masked_lm_weights"])
+    pairs = jnp.asarray(batch["pair_labels"].shape[0], jnp.float32)
     return {
-        "mlm_xent": jnp.sum(xent * weights),
-        "mlm_correct": jnp.sum((jnp.argmax(mlm_logits, -1) == batch["masked_lm_ids"]) * weights),
-        "mlm_count": jnp.sum(weights),
-        "pair_correct": jnp.sum(jnp.argmax(pair_logits, -1) == batch["pair_labels"]),
-        "pair_count": jnp.asarray(batch["pair_labels"].shape[0], jnp.float32),
+        "mlm_loss": predictions,
+        "mlm_accuracy": predictions,
+        "pair_loss": pairs,
+        "pair_accuracy": pairs,
     }
-
-
-def finish_eval(totals: dict[str, float]) -> dict[str, float]:
-    return {
-        "mlm_loss": totals["mlm_xent"] / max(totals["mlm_count"], 1.0),
-        "mlm_accuracy": totals["mlm_correct"] / max(totals["mlm_count"], 1.0),
-        "pair_accuracy": totals["pair_correct"] / max(totals["pair_count"], 1.0),
-    }
-
-
-def make_eval_baselines(config: ml_collections.ConfigDict, tokenizer: Tokenizer):
-    """Held-out batches -> the training-unigram baselines of their masked targets."""
-
-    def eval_baselines(batches: list[dict[str, np.ndarray]]) -> dict[str, float]:
-        targets = np.concatenate([b["masked_lm_ids"][b["masked_lm_weights"] > 0] for b in batches])
-        train_counts = baselines.training_unigram_counts(config.data, tokenizer)
-        labels = np.concatenate([b["pair_labels"] for b in batches])
-        return {
-            **baselines.unigram_baselines(train_counts, targets, tokenizer.special_ids),
-            "pair_majority_accuracy": float(max(labels.mean(), 1 - labels.mean())),
-        }
-
-    return eval_baselines
 
 
 def create_task(config: ml_collections.ConfigDict) -> Task:
@@ -288,8 +257,12 @@ def create_task(config: ml_collections.ConfigDict) -> Task:
         model_config=model_cfg,
         create_model=lambda rngs: models_bert.BertForPreTraining(model_cfg, rngs=rngs),
         loss_fn=make_loss_fn(data_config.sentence_pair_task != "none"),
-        eval_fn=eval_fn,
-        finish_eval=finish_eval,
-        eval_baselines=make_eval_baselines(config, tokenizer),
+        mean_weights=mean_weights,
+        loss_terms=("mlm_loss", "pair_loss")
+        if data_config.sentence_pair_task != "none"
+        else ("mlm_loss",),
+        eval_fn=bert_eval.make_eval_fn(tokenizer.mask_id),
+        finish_eval=bert_eval.finish_eval,
+        eval_baselines=bert_eval.make_eval_baselines(config, tokenizer),
         tokens_per_example=data_config.max_seq_length,
     )

@@ -15,7 +15,9 @@ Semantics of `create_masked_lm_predictions` in google-research/bert and google-r
   would exceed the budget, shorter n-grams are tried; if none fits, or any of its units is
   already chosen, the candidate is skipped. Visiting stops when the budget is met. With
   max_ngram=1 and token units this picks a uniform random subset of `budget` tokens (BERT).
-  N-grams do not run across special tokens (ALBERT's can span a [SEP]).
+  N-grams run over special tokens as ALBERT's do (its candidates skip [CLS] and [SEP]), so
+  the first word of segment B is masked as often as an interior word; the special tokens
+  themselves are never chosen. Each row must therefore hold one example.
 - Every chosen token independently (per token, as in both originals, also for whole words):
   80% [MASK], 10% a random id from `random_token_range`, 10% unchanged.
 - Predictions are listed by ascending position, padded with position 0, id 0, weight 0.
@@ -31,7 +33,7 @@ def _unit_layout(eligible: np.ndarray, starts_unit: np.ndarray, max_ngram: int):
       token_unit: [N, L] unit index of each token within its row (meaningful where eligible).
       num_units: [N] units per row.
       span_tokens: [N, U, max_ngram] tokens covered by the n-gram of n = 1..max_ngram units.
-      available: [N, U] longest n-gram (<= max_ngram) that stays inside the unit's eligible run.
+      available: [N, U] longest n-gram (<= max_ngram) that stays inside the row's units.
     """
     num_rows, _ = eligible.shape
     previous_eligible = np.zeros_like(eligible)
@@ -53,14 +55,10 @@ def _unit_layout(eligible: np.ndarray, starts_unit: np.ndarray, max_ngram: int):
     unit_index = np.arange(max_units)[:, None] + np.arange(1, max_ngram + 1)  # [U, max_ngram]
     span_tokens = cumulative[:, unit_index] - cumulative[:, :max_units, None]  # [N, U, max_ngram]
 
-    # Run id of every unit (0 on padding units); n-grams must stay within one run.
-    unit_run = np.zeros((num_rows, max_units + max_ngram), np.int64)  # [N, U + max_ngram]
-    start_rows, start_columns = np.nonzero(unit_start)
-    run_id = np.cumsum(run_start, axis=1)  # [N, L]
-    unit_run[start_rows, token_unit[start_rows, start_columns]] = run_id[start_rows, start_columns]
-    available = np.ones((num_rows, max_units), np.int64)  # [N, U]
-    for offset in range(1, max_ngram):
-        available += unit_run[:, offset : offset + max_units] == unit_run[:, :max_units]
+    # N-grams may cross [SEP] (ALBERT): only the row's end limits them. Padding units get 1,
+    # a valid length that is never visited.
+    units_left = num_units[:, None] - np.arange(max_units)  # [N, U]
+    available = np.clip(units_left, 1, max_ngram).astype(np.int64)  # [N, U]
     return token_unit, num_units, span_tokens, available
 
 

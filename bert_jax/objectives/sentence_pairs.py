@@ -14,7 +14,8 @@ Semantics of `create_instances_from_document` in google-research/bert and google
 - 'sop' (ALBERT): A and B are consecutive segments of the same document, swapped with
   probability 0.5 (label 1).
   With `both_orders` (held-out evaluation) every consecutive pair is emitted twice, as (A, B, 0)
-  and (B, A, 1): labels are exactly balanced and no pair's score depends on a coin flip.
+  and (B, A, 1), truncated once so both orders hold the same text: labels are exactly balanced
+  and no pair's score depends on a coin flip.
 - 'none': A and B consecutive, label 0.
 - Pairs longer than `max_num_tokens` are truncated as `truncate_seq_pair`: one token at a time
   from the longer segment (B on ties), from the front or the back with probability 0.5 each.
@@ -32,6 +33,8 @@ Where this deliberately departs from the originals:
 - Empty documents and empty sentences are skipped.
 """
 
+import bisect
+import itertools
 from typing import NamedTuple
 
 import numpy as np
@@ -44,34 +47,34 @@ SegmentPair = tuple[np.ndarray, np.ndarray, int]
 
 class _PackedDocument(NamedTuple):
     tokens: np.ndarray  # [document_tokens] all sentences concatenated
-    offsets: np.ndarray  # [sentences + 1] sentence k is tokens[offsets[k]:offsets[k + 1]]
+    # [sentences + 1] sentence k is tokens[offsets[k]:offsets[k + 1]]; a list, because
+    # `bisect` on Python ints is ~10x faster than np.searchsorted for one scalar query.
+    offsets: list[int]
 
 
 def _pack_document(document, document_index: int) -> _PackedDocument | None:
-    sentences = []
-    for sentence_index, sentence in enumerate(document):
-        sentence = np.asarray(sentence)
+    sentences = [np.asarray(sentence) for sentence in document]
+    for sentence_index, sentence in enumerate(sentences):
         if sentence.ndim != 1:
             raise ValueError(
                 f"document {document_index}, sentence {sentence_index}: expected a 1-D array of "
                 f"token ids, got shape {sentence.shape}"
             )
-        if sentence.size:
-            sentences.append(sentence.astype(np.int32, copy=False))
-    if not sentences:
+    lengths = [len(sentence) for sentence in sentences]
+    if not any(lengths):
         return None
-    offsets = np.zeros(len(sentences) + 1, np.int64)
-    np.cumsum([len(sentence) for sentence in sentences], out=offsets[1:])
-    return _PackedDocument(np.concatenate(sentences), offsets)
+    # Empty sentences add nothing to the tokens; their offsets go (they hold no sentence).
+    offsets = [0, *itertools.accumulate(length for length in lengths if length)]
+    return _PackedDocument(np.concatenate(sentences).astype(np.int32, copy=False), offsets)
 
 
-def _chunk_end(offsets: np.ndarray, start: int, target_length: int) -> int:
+def _chunk_end(offsets: list[int], start: int, target_length: int) -> int:
     """First sentence index after a chunk that starts at `start` and reaches `target_length`.
 
     Like the original loop, the chunk always takes at least one sentence and stops at the first
     sentence that brings it to `target_length` tokens or at the end of the document.
     """
-    end = int(np.searchsorted(offsets, offsets[start] + target_length, side="left"))
+    end = bisect.bisect_left(offsets, offsets[start] + target_length)
     return min(max(end, start + 1), len(offsets) - 1)
 
 
@@ -119,9 +122,7 @@ def _pairs_from_document(
         else:
             tokens_b = tokens[offsets[a_end] : offsets[end]]
             label = 0
-            if task == "sop" and both_orders:
-                pairs.append((tokens_b, tokens_a, 1))
-            elif task == "sop" and rng.random() < 0.5:
+            if task == "sop" and not both_orders and rng.random() < 0.5:
                 tokens_a, tokens_b = tokens_b, tokens_a
                 label = 1
         pairs.append((tokens_a, tokens_b, label))
@@ -207,7 +208,11 @@ def create_segment_pairs(
         )
     if not pairs:
         return pairs
-    return _truncate_pairs(pairs, max_num_tokens, rng)
+    pairs = _truncate_pairs(pairs, max_num_tokens, rng)
+    if task == "sop" and both_orders:
+        # Swapped twins are made after truncation, so both orders hold exactly the same text.
+        pairs = [twin for a, b, _ in pairs for twin in ((b, a, 1), (a, b, 0))]
+    return pairs
 
 
 def build_bert_inputs(

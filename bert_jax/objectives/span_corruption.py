@@ -51,12 +51,16 @@ def random_spans_counts(length: int, noise_density: float, mean_noise_span_lengt
 
     Both are deterministic in the length: num_noise = round(length * density) clipped to
     [1, length - 1]; num_spans = max(1, round(num_noise / mean_noise_span_length)).
+    Both roundings are computed in float32, as T5's `random_spans_noise_mask` does in
+    TensorFlow: in float64, 190 * 0.15 = 28.499999... rounds to 28 where T5 gets 29.
     Lengths below 2 are treated as 2 (the mask is then cut back), as in T5. Where T5
     would fail (more spans than noise or non-noise tokens) the span count is capped.
     """
     length = max(length, 2)
-    num_noise_tokens = min(max(int(round(length * noise_density)), 1), length - 1)
-    num_noise_spans = max(int(round(num_noise_tokens / mean_noise_span_length)), 1)
+    noise = np.round(np.float32(length) * np.float32(noise_density))
+    num_noise_tokens = min(max(int(noise), 1), length - 1)
+    spans = np.round(np.float32(num_noise_tokens) / np.float32(mean_noise_span_length))
+    num_noise_spans = max(int(spans), 1)
     num_noise_spans = min(num_noise_spans, num_noise_tokens, length - num_noise_tokens)
     return num_noise_tokens, num_noise_spans
 
@@ -99,31 +103,52 @@ def span_corruption_lengths(
 # ----------------------------------------------------------------------------- noise masks
 
 
-def _random_segmentation(num_items: int, num_segments: int, rng: np.random.Generator):
-    """Splits num_items into num_segments positive lengths; all compositions equally likely."""
-    # A segment starts after each of num_segments - 1 distinct cut points in [1, num_items).
-    cuts = np.sort(rng.choice(num_items - 1, num_segments - 1, replace=False)) + 1
-    return np.diff(np.concatenate([[0], cuts, [num_items]]))  # [num_segments]
+def _segment_cuts(num_items: int, num_segments: int, rng) -> np.ndarray:
+    """Sorted cuts of a uniform composition of num_items into num_segments positive parts:
+    int [num_segments - 1], values in [1, num_items)."""
+    return np.sort(rng.choice(num_items - 1, num_segments - 1, replace=False)) + 1
 
 
-def random_spans_noise_mask(
-    length: int, noise_density: float, mean_noise_span_length: float, rng: np.random.Generator
+def random_spans_noise_masks(
+    count: int,
+    length: int,
+    noise_density: float,
+    mean_noise_span_length: float,
+    rng: np.random.Generator,
 ) -> np.ndarray:
-    """Noise in random spans, alternating non-noise / noise and starting with non-noise.
+    """`count` masks of noise in random spans, alternating non-noise / noise and starting
+    with non-noise. Row i equals the i-th of `count` calls of `random_spans_noise_mask`.
 
     The token and span counts are fixed by `random_spans_counts`; subject to them every
     mask is equally likely (span lengths are uniform random compositions).
 
     Returns:
-        bool [length].
+        bool [count, length].
     """
     padded_length = max(length, 2)
     num_noise, num_spans = random_spans_counts(length, noise_density, mean_noise_span_length)
-    noise_lengths = _random_segmentation(num_noise, num_spans, rng)
-    nonnoise_lengths = _random_segmentation(padded_length - num_noise, num_spans, rng)
-    span_lengths = np.stack([nonnoise_lengths, noise_lengths], axis=1).reshape(-1)  # [2*spans]
-    is_noise_span = np.tile(np.array([False, True]), num_spans)
-    return np.repeat(is_noise_span, span_lengths)[:length]
+    cuts = np.zeros((2, count, num_spans - 1), np.int64)  # noise, non-noise
+    for row in range(count):  # one draw after the other, in T5's order: noise, non-noise
+        cuts[0, row] = _segment_cuts(num_noise, num_spans, rng)
+        cuts[1, row] = _segment_cuts(padded_length - num_noise, num_spans, rng)
+    rows = np.arange(count)[:, None]
+    # Noise span j covers [nonnoise_end[j] + noise_start[j], nonnoise_end[j] + noise_end[j]).
+    last_nonnoise = np.full((count, 1), padded_length - num_noise)
+    nonnoise_end = np.concatenate([cuts[1], last_nonnoise], axis=1)  # [count, spans]
+    noise_bounds = cuts[0]
+    noise_start = np.concatenate([np.zeros((count, 1), np.int64), noise_bounds], axis=1)
+    noise_end = np.concatenate([noise_bounds, np.full((count, 1), num_noise)], axis=1)
+    steps = np.zeros((count, padded_length + 1), np.int32)
+    steps[rows, nonnoise_end + noise_start] = 1
+    steps[rows, nonnoise_end + noise_end] = -1
+    return (np.cumsum(steps, axis=1)[:, :length] > 0).reshape(count, length)
+
+
+def random_spans_noise_mask(
+    length: int, noise_density: float, mean_noise_span_length: float, rng: np.random.Generator
+) -> np.ndarray:
+    """One mask of `random_spans_noise_masks`. Returns bool [length]."""
+    return random_spans_noise_masks(1, length, noise_density, mean_noise_span_length, rng)[0]
 
 
 def iid_noise_mask(length: int, noise_density: float, rng: np.random.Generator) -> np.ndarray:

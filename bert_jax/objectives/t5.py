@@ -17,6 +17,7 @@ import numpy as np
 from bert_jax.data.tokenizer import Tokenizer
 from bert_jax.models import t5 as models_t5
 from bert_jax.objectives import Task
+from bert_jax.objectives.logit_metrics import label_logit_stats
 from bert_jax.objectives.t5_data import ALIASES, PRESETS, T5DataConfig, T5Objective
 
 __all__ = ["ALIASES", "PRESETS", "T5DataConfig", "T5Objective", "create_task", "make_loss_fn"]
@@ -53,36 +54,41 @@ def _logits(model, batch, *, deterministic, rngs):
     )  # [batch, targets_length, vocab]
 
 
-def _token_losses(logits, targets, z_loss: float):
-    log_z = jax.nn.logsumexp(logits, axis=-1)  # [batch, targets_length]
-    xent = log_z - jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    return xent, z_loss * jnp.square(log_z)
-
-
 def make_loss_fn(z_loss: float):
-    """Token-mean cross-entropy over the target tokens, plus T5's optional z-loss."""
+    """Token-mean cross-entropy over the target tokens, plus T5's optional z-loss.
+
+    ``target_accuracy`` counts a token correct when its logit is >= the row max
+    (ties correct; `logit_metrics`).
+    """
 
     def loss_fn(model, batch, *, deterministic: bool, rngs=None):
         logits = _logits(model, batch, deterministic=deterministic, rngs=rngs)
         targets, weights = batch["decoder_target_tokens"], batch["decoder_loss_weights"]
-        xent, z_term = _token_losses(logits, targets, z_loss)
+        # One max / logsumexp over the vocabulary serves the loss, z-loss and accuracy.
+        xent, log_z, correct = label_logit_stats(logits, targets)  # [batch, targets_length]
         denominator = jnp.maximum(jnp.sum(weights), 1.0)
         target_loss = jnp.sum(xent * weights) / denominator
-        loss = target_loss + jnp.sum(z_term * weights) / denominator
-        correct = (jnp.argmax(logits, -1) == targets) * weights
-        metrics = {"target_loss": target_loss, "target_accuracy": jnp.sum(correct) / denominator}
+        loss = target_loss + z_loss * jnp.sum(jnp.square(log_z) * weights) / denominator
+        accuracy = jnp.sum(correct * weights) / denominator
+        metrics = {"target_loss": target_loss, "target_accuracy": accuracy}
         return loss, metrics
 
     return loss_fn
 
 
+def mean_weights(batch) -> dict[str, jax.Array]:
+    """Every loss metric is a mean over the target tokens (gradient accumulation weights)."""
+    tokens = jnp.sum(batch["decoder_loss_weights"])
+    return {"loss": tokens, "target_loss": tokens, "target_accuracy": tokens}
+
+
 def eval_fn(model, batch) -> dict[str, jax.Array]:
     logits = _logits(model, batch, deterministic=True, rngs=None)
     targets, weights = batch["decoder_target_tokens"], batch["decoder_loss_weights"]
-    xent, _ = _token_losses(logits, targets, 0.0)
+    xent, _, correct = label_logit_stats(logits, targets)  # [batch, targets_length]
     return {
         "xent": jnp.sum(xent * weights),
-        "correct": jnp.sum((jnp.argmax(logits, -1) == targets) * weights),
+        "correct": jnp.sum(correct * weights),
         "count": jnp.sum(weights),
     }
 
@@ -134,6 +140,7 @@ def create_task(config: ml_collections.ConfigDict) -> Task:
         model_config=model_cfg,
         create_model=lambda rngs: models_t5.T5ForConditionalGeneration(model_cfg, rngs=rngs),
         loss_fn=make_loss_fn(float(config.objective.get("z_loss", 0.0))),
+        mean_weights=mean_weights,
         eval_fn=eval_fn,
         finish_eval=finish_eval,
         eval_baselines=eval_baselines,

@@ -109,10 +109,16 @@ def test_packed_and_padded_hold_the_same_examples():
     assert packed == original
 
 
-def test_packing_is_deterministic_in_the_seed():
-    first, again = packed_rows(make_examples(), seed=3), packed_rows(make_examples(), seed=3)
+def test_packing_is_deterministic_and_first_fit():
+    first, again = packed_rows(make_examples()), packed_rows(make_examples())
     for a, b in zip(first, again, strict=True):
         assert all(np.array_equal(a[k], b[k]) for k in a)
+    # 3 rows open at once: the 4th example opens a row, closing the oldest (row 0).
+    sizes = np.array([[20, 4], [20, 4], [20, 4], [20, 4], [10, 4], [12, 8]])
+    rows, segments, offsets, num_rows = packing.first_fit(sizes, (32, 12), max_open=3)
+    assert rows.tolist() == [0, 1, 2, 3, 1, 2] and num_rows == 4
+    assert segments.tolist() == [1, 1, 1, 1, 2, 2]
+    assert offsets[4].tolist() == [20, 4] and offsets[5].tolist() == [20, 4]
 
 
 def test_packing_resumes_exactly_from_a_checkpointed_state():
@@ -120,10 +126,10 @@ def test_packing_resumes_exactly_from_a_checkpointed_state():
 
     def make_iterator():
         ds = grain.MapDataset.source(examples).to_iter_dataset()
-        return iter(packing.pack_dataset(ds, LENGTHS, num_packing_bins=4))
+        return iter(packing.pack_dataset(ds, LENGTHS, num_packing_bins=4, buffer_size=50))
 
     iterator = make_iterator()
-    for _ in range(13):  # stop in the middle of a packed batch of 4 rows
+    for _ in range(13):  # stop in the middle of a buffer; the 20 rows read cross buffers
         next(iterator)
     state = iterator.get_state()
     expected = [next(iterator) for _ in range(20)]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from bert_jax.data import pipeline
+from bert_jax.data import pipeline, sources
 from bert_jax.data.tokenizer import Tokenizer
 
 _WORDS = ["time", "year", "people", "way", "day", "man", "thing", "woman", "life", "child"]
@@ -136,7 +136,7 @@ def test_eval_is_finite_and_identical_each_time(config, tokenizer):
 
 def test_documents_without_sentences_are_counted(config, tokenizer):
     texts = grain.MapDataset.source(["One. Two.", "\u200b", "Three."]).to_iter_dataset()
-    it = iter(pipeline.EncodedDocumentsIterDataset(texts, tokenizer))
+    it = iter(sources.EncodedDocumentsIterDataset(texts, tokenizer))
     assert [len(document) for document in it] == [2, 1]
     assert it.skip_counts.no_sentences == 1
 

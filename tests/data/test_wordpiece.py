@@ -42,6 +42,38 @@ def test_matches_transformers_bert_tokenizer(minilm_dir, lower):
     assert ours.vocab_size == reference.vocab_size
 
 
+# Each was a gap against Hugging Face; the comment gives what we produced before.
+REFERENCE_GAPS = [
+    ("Hello\u2028world", ["hello", "world"]),  # ['[UNK]']: U+2028 is whitespace
+    ("one\u2029two", ["one", "two"]),  # ['[UNK]']: so is U+2029
+    ("a\u0378b", ["[UNK]"]),  # ['ab']: an unassigned code point is kept, not dropped
+    ("x \u0378 y", ["x", "[UNK]", "y"]),  # ['x', 'y']
+    ("see [MASK] here", ["see", "[MASK]", "here"]),  # ['see', '[', 'mask', ']', 'here']
+    ("x[UNK]y [CLS][SEP]", ["x", "[UNK]", "y", "[CLS]", "[SEP]"]),
+    ("[mask] stays text", ["[", "mask", "]", "stays", "text"]),  # case-sensitive, as in HF
+]
+
+
+@pytest.mark.parametrize("text, pieces", REFERENCE_GAPS)
+def test_reference_gaps_match_hugging_face(minilm_dir, text, pieces):
+    transformers = pytest.importorskip("transformers")
+    ours = WordPieceTokenizer.from_directory(minilm_dir)
+    reference = transformers.BertTokenizer.from_pretrained(minilm_dir)
+    expected = reference(text, add_special_tokens=False)["input_ids"]
+    assert reference.convert_ids_to_tokens(expected) == pieces
+    assert [ours.id_to_piece(i) for i in ours.encode(text)] == pieces
+
+
+def test_literal_special_token_offsets(minilm_dir):
+    tokenizer = WordPieceTokenizer.from_directory(minilm_dir)
+    text = "see[MASK] here"
+    ids, starts, ends = tokenizer.encode_with_offsets(text)
+    assert ids.tolist() == tokenizer.encode("see").tolist() + [tokenizer.mask_id] + [
+        tokenizer.vocab["here"]
+    ]
+    assert [text[s:e] for s, e in zip(starts, ends, strict=True)] == ["see", "[MASK]", "here"]
+
+
 def test_offsets_point_at_the_original_characters(minilm_dir):
     tokenizer = WordPieceTokenizer.from_directory(minilm_dir)
     assert tokenizer.do_lower_case  # from tokenizer_config.json

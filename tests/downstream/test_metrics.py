@@ -46,15 +46,24 @@ def test_v2_unanswerable_questions_and_empty_predictions():
     golds = {"no_answer": [], "only_article": ["The"], "answerable": ["Paris"]}
     predictions = {"no_answer": "", "only_article": "", "answerable": ""}
     scores = metrics.squad_scores(predictions, golds, "v2.0")
-    # A gold that normalises to nothing is dropped, leaving the no-answer gold "".
-    assert scores["NoAns_exact"] == 100.0 and scores["NoAns_total"] == 2.0
-    assert scores["HasAns_exact"] == 0.0 and scores["HasAns_f1"] == 0.0
+    # A gold that normalises to nothing is dropped, leaving the gold "" to score against,
+    # but the question stays answerable (official qid_to_has_ans = bool(answers)).
+    assert scores["NoAns_exact"] == 100.0 and scores["NoAns_total"] == 1.0
+    assert scores["HasAns_exact"] == 50.0 and scores["HasAns_f1"] == 50.0
+    assert scores["HasAns_total"] == 2.0
     assert scores["exact"] == pytest.approx(200 / 3) and scores["f1"] == pytest.approx(200 / 3)
     wrong = metrics.squad_scores({"no_answer": "Paris"}, {"no_answer": []}, "v2.0")
     assert wrong["exact"] == 0.0 and wrong["f1"] == 0.0
     # v1.1: an empty prediction against an empty gold has no overlap: F1 0 (v2.0: 1).
     assert metrics.squad_f1("", "", version="v1.1") == 0.0
     assert metrics.squad_f1("", "", version="v2.0") == 1.0
+
+
+def test_v2_gold_that_normalises_to_nothing_is_still_answerable():
+    # evaluate-v2.0.py: qid_to_has_ans = bool(qa["answers"]); before, "An" made this NoAns.
+    scores = metrics.squad_scores({"q": "", "r": "x"}, {"q": ["An"], "r": []}, "v2.0")
+    assert scores["HasAns_total"] == 1.0 and scores["HasAns_exact"] == 100.0
+    assert scores["NoAns_total"] == 1.0 and scores["NoAns_exact"] == 0.0
 
 
 def test_missing_predictions_score_zero():

@@ -6,6 +6,7 @@ transpose, a swapped layer or a mismatched group mapping shows up in the logits.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import jax
@@ -209,3 +210,26 @@ def test_unsupported_layouts_raise_clear_errors():
         export.from_hf_state_dict(
             export.to_hf_state_dict(random_model(config, 0), config, "bert"), wider, "bert"
         )
+
+
+@pytest.mark.parametrize("case", ["bert_tiny", "albert_factorised_2_groups"])
+def test_scanned_layout_exports_the_same_directory(case, tmp_path):
+    kind, config = EXPORT_CASES[case]
+    if config.share_mode == "all":  # scan_layers scans one shared layer: one group only
+        config = dataclasses.replace(config, num_groups=1)
+    scanned_config = dataclasses.replace(config, scan_layers=True)
+    model = random_model(config, seed=1)
+    scanned = nnx.merge(
+        graphdef(scanned_config), bert.stack_layers(nnx.state(model, nnx.Param), scanned_config)
+    )
+    export.save_hf(model, config, kind, str(tmp_path / "loop"))
+    export.save_hf(scanned, scanned_config, kind, str(tmp_path / "scan"))
+    for name in ("config.json", "model.safetensors"):
+        assert (tmp_path / "loop" / name).read_bytes() == (tmp_path / "scan" / name).read_bytes()
+    # The scanned model itself matches transformers, and imports into its own layout.
+    hf_model = getattr(transformers, HF_CLASSES[kind]).from_pretrained(str(tmp_path / "scan"))
+    theirs = hf_logits(hf_model.eval(), kind)
+    assert max(max_diffs(scanned(*map(jnp.asarray, inputs())), theirs)) < TOLERANCE
+    state = export.from_hf_state_dict(hf_model.state_dict(), scanned_config, kind)
+    imported = nnx.merge(graphdef(scanned_config), state)
+    assert max(max_diffs(imported(*map(jnp.asarray, inputs())), theirs)) < TOLERANCE

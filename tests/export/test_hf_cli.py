@@ -239,3 +239,34 @@ def test_clear_errors(pretrained, tmp_path):
         hf.import_hf(out_dir, wider)
     with pytest.raises(ValueError, match="model_type 'bert'"):
         hf.import_hf(out_dir, tiny_config("albert"))
+
+
+def test_scanned_checkpoint_exports_like_transformers_under_any_compute_fields(
+    tmp_path, vocab_path, corpus_dir
+):
+    config = tiny_config("bert")
+    config.model.scan_layers = True
+    config.model.remat_policy = "full"
+    workdir = str(tmp_path / "workdir")
+    params = train.train_and_evaluate(config, workdir, stop_at=2)["state"].params
+    assert params["encoder"]["ffn_sublayers"]["mlp"]["wi"]["kernel"].shape[0] == 2  # stacked
+    out_dir = hf.export_checkpoint(config, workdir, str(tmp_path / "hf"))
+    hf_model = transformers.AutoModelForPreTraining.from_pretrained(out_dir).eval()
+    hf_tokenizer = transformers.AutoTokenizer.from_pretrained(out_dir)
+    _, model = our_model(config, params)
+    assert compare_bert(model, hf_model, hf_tokenizer, "bert") < TOLERANCE
+    # dtype / attention / remat_policy do not change the weights: the checkpoint still
+    # restores under other values and exports the same tensors.
+    config.model.remat_policy, config.model.attention = "none", "explicit"
+    again = hf.export_checkpoint(config, workdir, str(tmp_path / "again"))
+    for name in ("config.json", "model.safetensors"):
+        assert (pathlib.Path(again) / name).read_bytes() == (
+            pathlib.Path(out_dir) / name
+        ).read_bytes()
+    imported = hf.import_hf(out_dir, config)  # stacked into the config's layout
+    for a, b in zip(jax.tree.leaves(imported), jax.tree.leaves(params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # scan_layers changes the parameter tree: the unscanned config is refused by name.
+    config.model.scan_layers = False
+    with pytest.raises(ValueError, match="scan_layers"):
+        hf.export_checkpoint(config, workdir, str(tmp_path / "unscanned"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -181,3 +183,25 @@ def test_logits_match_transformers_both_directions(name, tmp_path):
     import_diff = np.abs(ours - theirs).max()
     assert import_diff < 1e-4, import_diff
     print(f"{name}: max |logit diff| export {export_diff:.2e}, import {import_diff:.2e}")
+
+
+@pytest.mark.slow
+def test_scanned_layout_exports_the_same_directory(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    config = PARITY_CONFIGS["v1_0_3heads"]
+    scanned_config = dataclasses.replace(config, scan_layers=True)
+    model = build(config)
+    state = t5_export.from_hf_state_dict(
+        t5_export.to_hf_state_dict(nnx.state(model), config), scanned_config
+    )
+    assert state["decoder"]["layers"]["self_attention"]["query"]["kernel"].shape[0] == 3
+    scanned = build(scanned_config, state)
+    t5_export.save_hf(nnx.state(model), config, tmp_path / "loop")
+    t5_export.save_hf(nnx.state(scanned), scanned_config, tmp_path / "scan")
+    for name in ("config.json", "model.safetensors"):
+        assert (tmp_path / "loop" / name).read_bytes() == (tmp_path / "scan" / name).read_bytes()
+    encoder_tokens, decoder_tokens = parity_inputs()
+    hf_model = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path / "scan").eval()
+    theirs = hf_logits(hf_model, encoder_tokens, decoder_tokens)
+    ours = forward(scanned, jnp.asarray(encoder_tokens), jnp.asarray(decoder_tokens))
+    assert np.abs(np.asarray(ours) - theirs).max() < 1e-4

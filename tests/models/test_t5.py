@@ -201,9 +201,7 @@ def test_every_weight_has_logical_axes():
         axes = variable.get_metadata().get("out_sharding")
         assert axes is not None and len(axes) == variable.get_value().ndim, path
         assert all(a is None or a in sharding.LOGICAL_AXES for a in axes), (path, axes)
-    relative = dict(nnx.to_flat_state(state))[
-        ("encoder", "layers", 0, "self_attention", "relative_position_bias", "embedding")
-    ]
+    relative = dict(nnx.to_flat_state(state))[("encoder", "relative_position_bias", "embedding")]
     assert relative.get_metadata()["out_sharding"] == (None, "heads")
 
 

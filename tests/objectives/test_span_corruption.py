@@ -211,3 +211,23 @@ def test_masks_are_deterministic_in_the_seed():
 
     assert np.array_equal(draw(11), draw(11))
     assert not np.array_equal(draw(11), draw(12))
+
+
+@pytest.mark.parametrize("length", [190, 350, 390])
+def test_noise_counts_round_in_float32_as_t5(length):
+    # T5: tf.round(tf.cast(length, tf.float32) * noise_density), likewise for the spans.
+    # In float64 these products fall just below .5 and lost one noise token and one span.
+    noise = int(np.round(np.float32(length) * np.float32(0.15)))
+    spans = int(np.round(np.float32(noise) / np.float32(3.0)))
+    assert sc.random_spans_counts(length, 0.15, 3.0) == (noise, spans)
+    assert noise == round(length * 0.15) + 1 and spans == round(round(length * 0.15) / 3) + 1
+    mask = sc.random_spans_noise_mask(length, 0.15, 3.0, np.random.default_rng(0))
+    assert mask.sum() == noise and (mask & ~np.concatenate([[False], mask[:-1]])).sum() == spans
+
+
+def test_masks_in_rows_are_the_masks_drawn_one_by_one():
+    for length in (2, 3, 17, 141, 568):
+        rows = sc.random_spans_noise_masks(5, length, 0.15, 3.0, np.random.default_rng(4))
+        rng = np.random.default_rng(4)
+        one_by_one = [sc.random_spans_noise_mask(length, 0.15, 3.0, rng) for _ in range(5)]
+        np.testing.assert_array_equal(rows, np.stack(one_by_one))

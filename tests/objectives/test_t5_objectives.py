@@ -209,6 +209,23 @@ def test_every_preset_fits_and_is_deterministic(name):
     )
 
 
+@pytest.mark.parametrize("name", sorted(t5.PRESETS))
+def test_group_at_once_equals_chunk_by_chunk_denoising(name):
+    # The full chunks of a group are denoised as 2-D arrays where the functions draw no
+    # random numbers; every example must be the one `denoise` gives chunk by chunk.
+    for inputs_length in (64, 512):
+        objective = make_objective(name, inputs_length)
+        documents = make_documents(5, 24)
+        got = objective.examples_from_documents(documents, np.random.default_rng(9))
+        rng = np.random.default_rng(9)
+        want = [objective.denoise(chunk, rng) for chunk in chunks_of(objective, documents)]
+        assert len(got) == len(want) > 1
+        for a, b in zip(got, want, strict=True):
+            assert a["inputs"].dtype == b["inputs"].dtype == np.int32
+            np.testing.assert_array_equal(a["inputs"], b["inputs"])
+            np.testing.assert_array_equal(a["targets"], b["targets"])
+
+
 def test_iid_targets_that_overflow_are_cut_to_fit():
     objective = make_objective("iid_replace_spans", targets_length=16)
     examples = objective.examples_from_documents(make_documents(4), np.random.default_rng(0))

@@ -1,0 +1,163 @@
+"""Running a stack of Transformer layers: a Python loop or `nnx.scan`, each layer rematerialised.
+
+Two parameter layouts hold the same weights:
+
+- unscanned: one module per layer (``.../layers/0/...``, ``.../layers/1/...``);
+- scanned (``scan_layers=True``): one module whose parameters carry a leading
+  ``[layers]`` axis (logical name ``layers``), created by `nnx.vmap` and applied by
+  `nnx.scan`, so XLA compiles one layer body instead of ``num_layers`` copies.
+
+`stack_layers` / `unstack_layers` convert a state between the two (checkpoints, HF
+export). ``remat_policy`` wraps each layer call in `nnx.remat` with a
+`jax.checkpoint_policies` policy, named as MaxText names them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+# What the backward pass may keep from each layer's forward pass instead of recomputing.
+REMAT_POLICIES: dict[str, Callable | None] = {
+    "none": None,  # no rematerialisation: every activation is kept
+    "full": jax.checkpoint_policies.nothing_saveable,  # keep only the layer inputs
+    "dots_saveable": jax.checkpoint_policies.dots_saveable,  # keep every matmul output
+    # MaxText's 'minimal': keep matmuls without batch dimensions (the projections), but
+    # recompute the attention logits / context einsums, whose batch dims are batch x heads.
+    "minimal": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+# Model config fields that change how a step computes, never the parameters: a
+# checkpoint may be resumed, evaluated or exported with other values of these.
+COMPUTE_ONLY_FIELDS = ("dtype", "attention", "remat_policy")
+# `nnx.vmap` / `nnx.scan` add and remove this logical axis name on stacked parameters.
+_LAYERS_AXIS = {nnx.PARTITION_NAME: "layers"}
+
+
+def create_stacked(make_layer: Callable[[nnx.Rngs], nnx.Module], num_layers: int, rngs):
+    """One module whose parameters are ``num_layers`` independent inits stacked on axis 0."""
+    keys = jax.random.split(rngs.params(), num_layers)
+
+    @nnx.vmap(in_axes=0, out_axes=0, transform_metadata=_LAYERS_AXIS)
+    def create(key):
+        return make_layer(nnx.Rngs(params=key))
+
+    return create(keys)
+
+
+def apply_layers(
+    layer_fn: Callable[[Any, jax.Array, nnx.Rngs], jax.Array],
+    x: jax.Array,
+    layers: Sequence[Any] | Any,
+    *,
+    num_layers: int,
+    stacked: bool,
+    remat_policy: str,
+    dropout_key: jax.Array | None,
+) -> jax.Array:
+    """Applies ``layer_fn(layer, x, rngs) -> x`` once per layer.
+
+    Args:
+      layer_fn: one layer's computation; ``rngs`` holds that layer's dropout key.
+      layers: a sequence of ``num_layers`` per-layer modules (or tuples of modules,
+        looped in Python), or one module / tuple applied by `nnx.scan`: with
+        ``stacked`` its parameters have a leading layer axis, without it the same
+        parameters serve every layer (ALBERT's shared layer).
+      remat_policy: a key of ``REMAT_POLICIES``.
+      dropout_key: split into one key per layer (identical in both layouts); None
+        when dropout is off.
+    """
+    if remat_policy not in REMAT_POLICIES:
+        raise ValueError(f"remat_policy {remat_policy!r} not in {tuple(REMAT_POLICIES)}")
+    # Both layouts draw the same per-layer keys, so they also agree under dropout.
+    key = jax.random.key(0) if dropout_key is None else dropout_key
+    keys = jax.random.split(key, num_layers)
+
+    def one_layer(layer, x, key):
+        return layer_fn(layer, x, nnx.Rngs(dropout=key))
+
+    if remat_policy != "none":
+        # prevent_cse only matters outside scan (a loop body is never CSE'd across steps).
+        one_layer = nnx.remat(
+            one_layer, policy=REMAT_POLICIES[remat_policy], prevent_cse=isinstance(layers, list)
+        )
+    if isinstance(layers, list):
+        if len(layers) != num_layers:
+            raise ValueError(f"got {len(layers)} layers, expected num_layers={num_layers}")
+        for layer, layer_key in zip(layers, keys, strict=True):
+            x = one_layer(layer, x, layer_key)
+        return x
+
+    @nnx.scan(
+        in_axes=(0 if stacked else None, nnx.Carry, 0),
+        out_axes=nnx.Carry,
+        transform_metadata=_LAYERS_AXIS if stacked else {},
+    )
+    def scan_body(layer, x, key):
+        return one_layer(layer, x, key)
+
+    return scan_body(layers, x, keys)
+
+
+def _is_under(path: tuple, prefix: tuple) -> bool:
+    return path[: len(prefix)] == prefix
+
+
+def stack_layers(state: nnx.State, prefixes: Sequence[tuple]) -> nnx.State:
+    """The scanned layout of an unscanned ``state``.
+
+    Under each prefix, e.g. ``('encoder', 'layers')``, the children ``0 .. n-1``
+    become one subtree whose leaves are stacked on a new axis 0 (logical ``layers``).
+    """
+    flat = list(nnx.to_flat_state(state))
+    out = [(path, var) for path, var in flat if not any(_is_under(path, p) for p in prefixes)]
+    for prefix in prefixes:
+        under = [(path, var) for path, var in flat if _is_under(path, prefix)]
+        if not under:
+            raise KeyError(f"state has no parameters under {'/'.join(map(str, prefix))}")
+        count = 1 + max(path[len(prefix)] for path, _ in under)
+        groups: dict[tuple, list] = {}
+        for path, var in under:
+            groups.setdefault(path[len(prefix) + 1 :], [None] * count)[path[len(prefix)]] = var
+        for rest, variables in groups.items():
+            if any(v is None for v in variables):
+                raise KeyError(f"{'/'.join(map(str, prefix + rest))} is missing for some layers")
+            value = jnp.stack([_value(v) for v in variables])  # [layers, ...]
+            out.append((prefix + rest, _with_axis(variables[0], value, add=True)))
+    return nnx.from_flat_state(out)
+
+
+def unstack_layers(state: nnx.State, prefixes: Sequence[tuple]) -> nnx.State:
+    """The unscanned layout of a scanned ``state`` (inverse of `stack_layers`)."""
+    out = []
+    for path, var in nnx.to_flat_state(state):
+        prefix = next((p for p in prefixes if _is_under(path, p)), None)
+        if prefix is None:
+            out.append((path, var))
+            continue
+        value = _value(var)
+        for i in range(value.shape[0]):
+            layer_path = (*prefix, i, *path[len(prefix) :])
+            out.append((layer_path, _with_axis(var, value[i], add=False)))
+    return nnx.from_flat_state(out)
+
+
+def _value(leaf):
+    return leaf.get_value() if isinstance(leaf, nnx.Variable) else leaf
+
+
+def _with_axis(variable, value, *, add: bool):
+    """``variable`` holding ``value``, its logical axes gaining / losing 'layers' in front.
+
+    Plain array leaves (a state of values) are replaced by ``value`` itself.
+    """
+    if not isinstance(variable, nnx.Variable):
+        return value
+    axes = variable.get_metadata().get("out_sharding")
+    if axes is None:
+        return variable.replace(value)
+    axes = ("layers", *axes) if add else tuple(axes[1:])
+    return variable.replace(value, out_sharding=axes)

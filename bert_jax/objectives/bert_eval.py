@@ -1,0 +1,155 @@
+"""Held-out evaluation of BERT / ALBERT: masked-LM figures by what the input shows.
+
+BERT's convention averages the masked-LM loss over every selected position, but 80/10/10
+corruption leaves 10% of them showing their own token in the input, where a model can
+copy the answer. So besides the all-positions figures (``mlm_loss``, ``mlm_accuracy``)
+the evaluation splits the selected positions by the *kind* of input the model sees there:
+
+- ``mask``: the input is ``[MASK]``; the answer is hidden (``mlm_mask_loss``, ...);
+- ``random``: a random replacement token, also hiding the answer;
+- ``kept``: the input is the original token, so the answer is visible.
+
+The kind is read from the batch itself (the corrupted input at the position against the
+label), so it needs nothing from the masking function and works on any batch. A random
+replacement that happens to draw the original token (probability about 1 / vocab per
+random position) shows the answer and counts as ``kept``: kinds describe what the model
+sees, which is what the figures are meant to separate. ``[MASK]`` is never a random
+replacement nor a target (it is a special id), so the ``mask`` kind is exactly the
+selected positions whose input is the mask id.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from bert_jax.data.tokenizer import Tokenizer
+from bert_jax.objectives import baselines
+from bert_jax.objectives.logit_metrics import label_logit_stats
+
+# Index = the kind code of prediction_kinds.
+PREDICTION_KINDS = ("mask", "random", "kept")
+
+
+def pretraining_logits(model, batch, *, deterministic, rngs):
+    """Masked-LM logits at the prediction positions and the sentence-pair logits."""
+    return model(
+        batch["input_ids"],
+        batch["segment_ids"],
+        batch["input_mask"],
+        batch["masked_lm_positions"],
+        deterministic=deterministic,
+        rngs=rngs,
+    )  # [batch, predictions, vocab], [batch, 2]
+
+
+def prediction_kinds(input_ids, masked_lm_positions, masked_lm_ids, mask_id: int):
+    """Kind code (index into PREDICTION_KINDS) of every prediction slot.
+
+    Args:
+      input_ids: [batch, length] corrupted model input.
+      masked_lm_positions: [batch, predictions] positions of the targets.
+      masked_lm_ids: [batch, predictions] original tokens (the labels).
+      mask_id: id of [MASK].
+
+    Returns:
+      [batch, predictions] int32: 0 mask, 1 random, 2 kept (padding slots get a code too;
+      weight them out with masked_lm_weights). NumPy or JAX arrays, as given.
+    """
+    xp = jnp if isinstance(input_ids, jax.Array) else np
+    shown = xp.take_along_axis(input_ids, masked_lm_positions, axis=1)  # [batch, predictions]
+    kind = xp.where(shown == masked_lm_ids, 2, 1)
+    return xp.where(shown == mask_id, 0, kind).astype(xp.int32)
+
+
+def make_eval_fn(mask_id: int):
+    """``(model, batch) -> sums`` over one held-out batch; ``finish_eval`` makes metrics."""
+
+    def eval_fn(model, batch) -> dict[str, jax.Array]:
+        mlm_logits, pair_logits = pretraining_logits(model, batch, deterministic=True, rngs=None)
+        labels, weights = batch["masked_lm_ids"], batch["masked_lm_weights"]
+        # [batch, predictions]; correct = gold logit >= row max (ties correct, logit_metrics).
+        xent, _, correct = label_logit_stats(mlm_logits, labels)
+        kinds = prediction_kinds(
+            batch["input_ids"], batch["masked_lm_positions"], labels, mask_id
+        )  # [batch, predictions]
+        sums = {
+            "mlm_xent": jnp.sum(xent * weights),
+            "mlm_correct": jnp.sum(correct * weights),
+            "mlm_count": jnp.sum(weights),
+            "pair_correct": jnp.sum(jnp.argmax(pair_logits, -1) == batch["pair_labels"]),
+            "pair_count": jnp.asarray(batch["pair_labels"].shape[0], jnp.float32),
+        }
+        for code, kind in enumerate(PREDICTION_KINDS):
+            kind_weights = weights * (kinds == code)
+            sums[f"mlm_{kind}_xent"] = jnp.sum(xent * kind_weights)
+            sums[f"mlm_{kind}_correct"] = jnp.sum(correct * kind_weights)
+            sums[f"mlm_{kind}_count"] = jnp.sum(kind_weights)
+        return sums
+
+    return eval_fn
+
+
+def finish_eval(totals: dict[str, float]) -> dict[str, float]:
+    """Totals -> metrics; a kind with no position gets NaN loss and accuracy, not 0."""
+    metrics = {
+        "mlm_loss": totals["mlm_xent"] / max(totals["mlm_count"], 1.0),
+        "mlm_accuracy": totals["mlm_correct"] / max(totals["mlm_count"], 1.0),
+        "mlm_count": totals["mlm_count"],
+        "pair_accuracy": totals["pair_correct"] / max(totals["pair_count"], 1.0),
+    }
+    for kind in PREDICTION_KINDS:
+        count = totals[f"mlm_{kind}_count"]
+        metrics[f"mlm_{kind}_loss"] = totals[f"mlm_{kind}_xent"] / count if count else math.nan
+        metrics[f"mlm_{kind}_accuracy"] = (
+            totals[f"mlm_{kind}_correct"] / count if count else math.nan
+        )
+        metrics[f"mlm_{kind}_count"] = count
+    return metrics
+
+
+def held_out_baselines(
+    train_counts: np.ndarray, batches: list[dict[str, np.ndarray]], tokenizer: Tokenizer
+) -> dict[str, float]:
+    """Training-unigram baselines of all masked targets and of the [MASK] ones, pair majority.
+
+    Args:
+      train_counts: [vocab] token counts of the training data (baselines.training_unigram_counts).
+      batches: held-out NumPy batches.
+      tokenizer: for the mask and special ids.
+    """
+    targets, mask_targets = [], []
+    for batch in batches:
+        selected = batch["masked_lm_weights"] > 0  # [batch, predictions]
+        kinds = prediction_kinds(
+            batch["input_ids"],
+            batch["masked_lm_positions"],
+            batch["masked_lm_ids"],
+            tokenizer.mask_id,
+        )
+        targets.append(batch["masked_lm_ids"][selected])
+        mask_targets.append(batch["masked_lm_ids"][selected & (kinds == 0)])
+    exclude = tokenizer.special_ids
+    mask_baselines = baselines.unigram_baselines(
+        train_counts, np.concatenate(mask_targets), exclude
+    )
+    labels = np.concatenate([b["pair_labels"] for b in batches])
+    return {
+        **baselines.unigram_baselines(train_counts, np.concatenate(targets), exclude),
+        **{f"mask_{name}": value for name, value in mask_baselines.items()},
+        "pair_majority_accuracy": float(max(labels.mean(), 1 - labels.mean())),
+    }
+
+
+def make_eval_baselines(config: ml_collections.ConfigDict, tokenizer: Tokenizer):
+    """Held-out batches -> ``held_out_baselines`` with the run's training-unigram counts."""
+
+    def eval_baselines(batches: list[dict[str, np.ndarray]]) -> dict[str, float]:
+        train_counts = baselines.training_unigram_counts(config.data, tokenizer)
+        return held_out_baselines(train_counts, batches, tokenizer)
+
+    return eval_baselines

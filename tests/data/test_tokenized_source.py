@@ -1,0 +1,246 @@
+"""Pre-tokenised ArrayRecord shards: same examples as raw text, exact resume, vocab check."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+
+import ml_collections
+import numpy as np
+import pytest
+
+from bert_jax.data import pipeline, sources, tokenized_source
+from bert_jax.data.tokenizer import Tokenizer
+from bert_jax.objectives.bert import BertDataConfig, BertObjective
+from bert_jax.objectives.t5_data import T5DataConfig, T5Objective
+from data_prep import tokenize_shards
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, corpus_dir, vocab_path):
+    """Two raw shards cut from the embedded corpus (plus a document with no sentence),
+    and their tokenised shards, written by the job's serial runner."""
+    raw = tmp_path_factory.mktemp("raw")
+    with gzip.open(corpus_dir / "c4-train.00000-of-00004.json.gz", "rt") as f:
+        lines = [line for _, line in zip(range(60), f, strict=False)]
+    lines.insert(5, json.dumps({"text": "\u200b"}) + "\n")
+    for shard in range(2):
+        with gzip.open(raw / f"c4-train.{shard:05d}-of-00002.json.gz", "wt") as f:
+            f.writelines(lines[shard::2])
+    tokenized = tmp_path_factory.mktemp("tokenized")
+    pattern = str(raw / "c4-train.*.json.gz")
+    manifest, _ = tokenize_shards.run(pattern, str(tokenized), vocab_path, runner="serial")
+    return {"raw": pattern, "tokenized": str(tokenized / "*.array_record"), "manifest": manifest}
+
+
+def make_config(source, pattern, vocab_path, **data):
+    return ml_collections.ConfigDict(
+        dict(
+            seed=3,
+            data=dict(
+                source=source,
+                train_pattern=pattern,
+                eval_pattern=pattern,
+                text_field="text",
+                vocab_path=vocab_path,
+                docs_per_group=4,
+                shuffle_buffer=16,
+                cycle_length=1,  # json shards one after the other, as the shards are laid out
+                worker_count=0,
+                prefetch=0,
+                **data,
+            ),
+        )
+    )
+
+
+def batches(config, objective, tokenizer, split, n=None):
+    ds = pipeline.create_dataset(
+        config,
+        objective,
+        tokenizer,
+        split=split,
+        global_batch_size=4,
+        process_count=1,
+        process_index=0,
+    )
+    it = iter(ds)
+    return list(it) if n is None else [next(it) for _ in range(n)]
+
+
+def assert_same_batches(a, b):
+    assert len(a) == len(b) > 0
+    for x, y in zip(a, b, strict=True):
+        assert x.keys() == y.keys()
+        for key in x:
+            np.testing.assert_array_equal(x[key], y[key], err_msg=key)
+
+
+def objectives(vocab_path):
+    bert = BertObjective(
+        BertDataConfig(max_seq_length=64, max_predictions_per_seq=10), Tokenizer(vocab_path)
+    )
+    t5 = T5Objective(T5DataConfig.preset("span_corruption", 64), Tokenizer(vocab_path, 100))
+    return {"bert": (bert, Tokenizer(vocab_path)), "t5": (t5, Tokenizer(vocab_path, 100))}
+
+
+def test_manifest_counts_and_records_equal_the_raw_text_encoding(corpus, vocab_path):
+    tokenizer = Tokenizer(vocab_path)
+    manifest = corpus["manifest"]
+    assert manifest["documents"] == 60 and manifest["skip_counts"]["no_sentences"] == 1
+    assert manifest["vocab_sha256"] == tokenized_source.file_sha256(vocab_path)
+    raw_config = make_config("jsonl", corpus["raw"], vocab_path)
+    raw = sources.documents(
+        raw_config.data, "eval", tokenizer, seed=0, process_index=0, process_count=1, repeat=False
+    )
+    ours = tokenized_source.document_stream(
+        make_config("tokenized", corpus["tokenized"], vocab_path).data,
+        "eval",
+        seed=0,
+        process_index=0,
+        process_count=1,
+        repeat=False,
+    )
+    raw, ours = list(raw), list(ours)
+    assert len(ours) == len(raw) == 60
+    assert manifest["tokens"] == sum(len(s) for document in ours for s in document)
+    for expected, actual in zip(raw, ours, strict=True):
+        assert len(expected) == len(actual)
+        for a, b in zip(expected, actual, strict=True):
+            assert b.dtype == np.int32
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("family", ["bert", "t5"])
+def test_tokenized_source_gives_the_raw_text_examples(corpus, vocab_path, family):
+    objective, tokenizer = objectives(vocab_path)[family]
+    raw = batches(make_config("jsonl", corpus["raw"], vocab_path), objective, tokenizer, "eval")
+    tokenized_config = make_config("tokenized", corpus["tokenized"], vocab_path)
+    assert_same_batches(batches(tokenized_config, objective, tokenizer, "eval"), raw)
+    if family == "bert":  # ids, NSP labels and masks all match, and both labels occur
+        labels = np.concatenate([b["pair_labels"] for b in raw])
+        assert 0 < labels.mean() < 1
+
+
+@pytest.mark.parametrize("family", ["bert", "t5"])
+def test_tokenized_train_split_resumes_exactly(corpus, vocab_path, family):
+    objective, tokenizer = objectives(vocab_path)[family]
+    config = make_config("tokenized", corpus["tokenized"], vocab_path)
+    ds = pipeline.create_dataset(
+        config,
+        objective,
+        tokenizer,
+        split="train",
+        global_batch_size=4,
+        process_index=0,
+        process_count=1,
+    )
+    it = iter(ds)
+    for _ in range(5):
+        next(it)
+    state = json.loads(json.dumps(it.get_state()))  # as orbax stores it
+    expected = [next(it) for _ in range(30)]  # past the end of an epoch of 60 documents
+    resumed = iter(
+        pipeline.create_dataset(
+            config,
+            objective,
+            tokenizer,
+            split="train",
+            global_batch_size=4,
+            process_index=0,
+            process_count=1,
+        )
+    )
+    resumed.set_state(state)
+    assert_same_batches([next(resumed) for _ in range(30)], expected)
+
+
+def test_hosts_take_disjoint_shares_of_documents(corpus, vocab_path):
+    config = make_config("tokenized", corpus["tokenized"], vocab_path)
+    shares = [
+        list(
+            tokenized_source.document_stream(
+                config.data, "eval", seed=0, process_index=i, process_count=2, repeat=False
+            )
+        )
+        for i in range(2)
+    ]
+    texts = [np.concatenate(document).tobytes() for share in shares for document in share]
+    assert [len(share) for share in shares] == [30, 30] and len(set(texts)) == 60
+
+
+def test_vocabulary_mismatch_names_both_files(corpus, vocab_path, tmp_path):
+    other_vocab = tmp_path / "other_spm.model"
+    shutil.copyfile(vocab_path, other_vocab)
+    with open(other_vocab, "ab") as f:
+        f.write(b"\0")  # another file: another checksum
+    config = make_config("tokenized", corpus["tokenized"], str(other_vocab))
+    manifest_dir = corpus["tokenized"].rsplit("/", 1)[0]
+    with pytest.raises(ValueError, match="Vocabulary mismatch") as error:
+        tokenized_source.document_stream(
+            config.data, "train", seed=0, process_index=0, process_count=1, repeat=True
+        )
+    assert f"{manifest_dir}/manifest.json" in str(error.value)
+    assert str(other_vocab) in str(error.value) and vocab_path in str(error.value)
+
+
+def test_missing_manifest_and_no_shards_are_clear_errors(corpus, vocab_path, tmp_path):
+    shard = corpus["tokenized"].replace("*", "c4-train.00000-of-00002")
+    shutil.copyfile(shard, tmp_path / "lonely.array_record")
+    config = make_config("tokenized", str(tmp_path / "*.array_record"), vocab_path)
+    with pytest.raises(ValueError, match="manifest.json not found"):
+        tokenized_source.document_stream(
+            config.data, "eval", seed=0, process_index=0, process_count=1, repeat=False
+        )
+    config = make_config("tokenized", corpus["raw"], vocab_path)
+    with pytest.raises(ValueError, match="matches no .array_record shard"):
+        tokenized_source.document_stream(
+            config.data, "eval", seed=0, process_index=0, process_count=1, repeat=False
+        )
+
+
+def test_record_round_trip_keeps_sentences_and_wide_ids():
+    sentences = [np.array([6, 7, 8], np.int32), np.array([70000], np.int32)]
+    for dtype in (np.dtype("<u4"),):
+        decoded = tokenized_source.decode_record(
+            tokenized_source.encode_record(sentences, dtype), dtype
+        )
+        assert [s.tolist() for s in decoded] == [[6, 7, 8], [70000]]
+    assert tokenized_source.token_dtype_for(32000) == np.dtype("<u2")
+    assert tokenized_source.token_dtype_for(70001) == np.dtype("<u4")
+
+
+@pytest.mark.slow
+def test_two_grain_workers_resume_exactly_from_shards(corpus, vocab_path):
+    objective, tokenizer = objectives(vocab_path)["bert"]
+    config = make_config("tokenized", corpus["tokenized"], vocab_path)
+    config.data.worker_count = 2
+
+    def make_iterator():
+        return iter(
+            pipeline.create_dataset(
+                config,
+                objective,
+                tokenizer,
+                split="train",
+                global_batch_size=4,
+                process_index=0,
+                process_count=1,
+            )
+        )
+
+    it = make_iterator()
+    try:
+        for _ in range(3):
+            next(it)
+        state = json.loads(json.dumps(it.get_state()))
+        expected = [next(it) for _ in range(4)]
+    finally:
+        it.close()
+    resumed = make_iterator()
+    try:
+        resumed.set_state(state)
+        assert_same_batches([next(resumed) for _ in range(4)], expected)
+    finally:
+        resumed.close()
