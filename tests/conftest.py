@@ -6,8 +6,11 @@ pytest, so tests use the real corpus and the real sentencepiece model.
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -61,3 +64,28 @@ def load_recipe(name: str, arg: str = "runlocal"):
     from bert_jax.run_config import load_recipe as load
 
     return load(f"configs/{name}.py:{arg}", data_root=REPO_ROOT / "data")
+
+
+def run_with_devices(script: str, device_count: int, *, timeout: int = 600, **env):
+    """Runs Python ``script`` in a fresh process with ``device_count`` simulated CPU devices.
+
+    XLA reads the device count only at start-up, hence the subprocess. Extra ``env``
+    variables are added. Fails the test with the tail of stderr unless the exit code is 0.
+    """
+    flags = f"--xla_force_host_platform_device_count={device_count}"
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO_ROOT,
+        env={**os.environ, "XLA_FLAGS": flags, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+def result_json(proc) -> dict:
+    """The JSON a test script printed after ``RESULT``."""
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
+    return json.loads(line[len("RESULT") :])

@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, tiny_bert_config
+from conftest import REPO_ROOT, run_with_devices, tiny_bert_config
 
 from bert_jax import objectives
 from bert_jax.data import pipeline
@@ -223,17 +223,6 @@ print("OK", len(jax.tree.leaves(state)), float(one.sum()))
 def test_axes_too_small_to_split_stay_whole_on_a_multi_device_mesh(vocab_path):
     # Regression: T5's Adafactor state and a one-example decode failed on mesh (2, 2, 2)
     # with "IndivisibleError ... the dimension size is 1".
-    proc = subprocess.run(
-        [sys.executable, "-c", AXES_SCRIPT.format(tests_dir=str(REPO_ROOT / "tests"))],
-        cwd=REPO_ROOT,
-        env={
-            **os.environ,
-            "JAX_PLATFORMS": "cpu",
-            "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-        },
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    script = AXES_SCRIPT.format(tests_dir=str(REPO_ROOT / "tests"))
+    proc = run_with_devices(script, 8, timeout=300, JAX_PLATFORMS="cpu")
     assert "OK" in proc.stdout and proc.stdout.strip().endswith(" 256.0")

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, result_json, run_with_devices
 from jax.sharding import PartitionSpec
 
 from bert_jax import sharding
@@ -123,18 +118,7 @@ print("RESULT" + json.dumps(out))
 @pytest.mark.slow
 def test_presets_shard_the_state_and_train_alike_on_eight_devices(vocab_path, corpus_dir):
     script = PRESET_SCRIPT.format(tests_dir=str(REPO_ROOT / "tests"))
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
-    runs = json.loads(line[len("RESULT") :])
+    runs = result_json(run_with_devices(script, 8))
     assert runs["dp"]["mesh"] == {"data": 8, "fsdp": 1, "tensor": 1}
     assert runs["fsdp"]["mesh"] == {"data": 1, "fsdp": 8, "tensor": 1}
     assert runs["fsdp_tp"]["mesh"] == {"data": 1, "fsdp": 4, "tensor": 2}

@@ -11,7 +11,7 @@ import sys
 import jax
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, tiny_bert_config
+from conftest import REPO_ROOT, result_json, run_with_devices, tiny_bert_config
 
 from bert_jax import flops, train
 from bert_jax.checkpoint import Checkpointer
@@ -156,18 +156,7 @@ def _run_devices(tmp_path, count, mesh_shape, restore_shape=None):
         workdir=workdir,
         restore_shape=restore_shape,
     )
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={count}"}
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
-    return json.loads(line[len("RESULT") :])
+    return result_json(run_with_devices(script, count))
 
 
 @pytest.mark.slow

@@ -87,22 +87,7 @@ class BertConfig:
         for name in ("layer_norm_eps", "initializer_range"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"BertConfig.{name} must be positive, got {getattr(self, name)}")
-        for name in ("dtype", "param_dtype"):
-            if getattr(self, name) not in layers.DTYPES:
-                raise ValueError(
-                    f"BertConfig.{name} {getattr(self, name)!r} not in {layers.DTYPES}"
-                )
-        if self.attention not in layers.ATTENTION_KINDS:
-            raise ValueError(
-                f"BertConfig.attention {self.attention!r} not in {layers.ATTENTION_KINDS}"
-            )
-        if self.remat_policy not in layer_stack.REMAT_POLICIES:
-            raise ValueError(
-                f"BertConfig.remat_policy {self.remat_policy!r} not in "
-                f"{tuple(layer_stack.REMAT_POLICIES)}"
-            )
-        if not isinstance(self.scan_layers, bool):
-            raise ValueError(f"BertConfig.scan_layers must be a bool, got {self.scan_layers!r}")
+        layer_stack.check_compute_fields(self)
         if self.scan_layers and self.layer_mode == "loop":
             raise ValueError(
                 "BertConfig.scan_layers needs share_mode 'none', or 'all' with num_groups=1; "

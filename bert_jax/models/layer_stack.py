@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from bert_jax.models import layers
+
 # What the backward pass may keep from each layer's forward pass instead of recomputing.
 REMAT_POLICIES: dict[str, Callable | None] = {
     "none": None,  # no rematerialisation: every activation is kept
@@ -33,6 +35,28 @@ REMAT_POLICIES: dict[str, Callable | None] = {
 # Model config fields that change how a step computes, never the parameters: a
 # checkpoint may be resumed, evaluated or exported with other values of these.
 COMPUTE_ONLY_FIELDS = ("dtype", "attention", "remat_policy")
+
+
+def check_compute_fields(config: Any) -> None:
+    """Validates the precision, attention, remat and scan fields BertConfig and T5Config share.
+
+    Raises:
+      ValueError: naming ``<ConfigClass>.<field>``, the bad value and the choices.
+    """
+    name = type(config).__name__
+    choices = {
+        "dtype": layers.DTYPES,
+        "param_dtype": layers.DTYPES,
+        "attention": layers.ATTENTION_KINDS,
+        "remat_policy": tuple(REMAT_POLICIES),
+    }
+    for field, allowed in choices.items():
+        if getattr(config, field) not in allowed:
+            raise ValueError(f"{name}.{field} {getattr(config, field)!r} not in {allowed}")
+    if not isinstance(config.scan_layers, bool):
+        raise ValueError(f"{name}.scan_layers must be a bool, got {config.scan_layers!r}")
+
+
 # `nnx.vmap` / `nnx.scan` add and remove this logical axis name on stacked parameters.
 _LAYERS_AXIS = {nnx.PARTITION_NAME: "layers"}
 

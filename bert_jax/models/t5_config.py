@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from bert_jax.models import layer_stack, layers
+from bert_jax.models import layer_stack
 
 FEED_FORWARDS = ("relu", "gated-gelu")
 
@@ -77,23 +77,7 @@ class T5Config:
             raise ValueError(
                 f"T5Config.feed_forward must be one of {FEED_FORWARDS}, got {self.feed_forward!r}"
             )
-        for name in ("dtype", "param_dtype"):
-            if getattr(self, name) not in layers.DTYPES:
-                raise ValueError(
-                    f"T5Config.{name} must be one of {layers.DTYPES}, got {getattr(self, name)!r}"
-                )
-        if self.attention not in layers.ATTENTION_KINDS:
-            raise ValueError(
-                f"T5Config.attention must be one of {layers.ATTENTION_KINDS}, "
-                f"got {self.attention!r}"
-            )
-        if self.remat_policy not in layer_stack.REMAT_POLICIES:
-            raise ValueError(
-                f"T5Config.remat_policy must be one of {tuple(layer_stack.REMAT_POLICIES)}, "
-                f"got {self.remat_policy!r}"
-            )
-        if not isinstance(self.scan_layers, bool):
-            raise ValueError(f"T5Config.scan_layers must be a bool, got {self.scan_layers!r}")
+        layer_stack.check_compute_fields(self)
 
 
 _SHAPES = ("d_model", "num_heads", "d_kv", "d_ff", "num_encoder_layers", "num_decoder_layers")
