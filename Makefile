@@ -63,7 +63,7 @@ format: $(VENV)/.installed
 	$(VENV)/bin/ruff check --fix .
 
 test: $(VENV)/.installed $(VOCAB) lint
-	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q -n 2 --durations=15 $(PYTEST_ARGS)
 
 clean:
 	rm -rf workdirs

@@ -198,7 +198,7 @@ def main(argv=None) -> None:
     import transformers
 
     from bert_jax.data.tokenizer import Tokenizer
-    from bert_jax.objectives.bert import BertDataConfig, BertObjective
+    from bert_jax.objectives.bert_task import BertDataConfig, BertObjective
 
     config, max_documents, num_batches = common.pipeline_recipe("bert", args)
     tokenizer = Tokenizer(config.data.vocab_path)

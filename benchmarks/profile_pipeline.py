@@ -54,7 +54,7 @@ def build(family: str, start: str):
     config.data.worker_count = 0
     config.data.prefetch = 0
     if family == "bert":
-        from bert_jax.objectives.bert import BertDataConfig, BertObjective
+        from bert_jax.objectives.bert_task import BertDataConfig, BertObjective
 
         tokenizer = Tokenizer(config.data.vocab_path)
         objective = BertObjective(BertDataConfig.from_config(config), tokenizer)

@@ -83,9 +83,10 @@ def compile_train_step(config, task, batch):
     import jax
 
     from bert_jax import optim, train
+    from bert_jax.state import abstract_train_state
 
     tx, schedule = optim.create_optimizer(config.optim, config.train.num_steps)
-    graphdef, abs_state, _ = train.abstract_train_state(task, tx, config.seed)
+    graphdef, abs_state, _ = abstract_train_state(task, tx, config.seed)
     step = jax.jit(train.make_train_step(task, graphdef, tx, schedule), donate_argnums=(0,))
     start = time.perf_counter()
     compiled = step.lower(abs_state, batch, jax.random.key(0)).compile()
@@ -145,7 +146,8 @@ def scan_table(args) -> list[str]:
 def fsdp_table(args) -> list[str]:
     import jax
 
-    from bert_jax import optim, sharding, train
+    from bert_jax import optim, sharding
+    from bert_jax.state import abstract_train_state, state_shardings
 
     size = "tiny" if args.smoke else "large"
     rows = [
@@ -160,8 +162,8 @@ def fsdp_table(args) -> list[str]:
         mesh, rules = sharding.mesh_from_config(config.mesh)
         tx, _ = optim.create_optimizer(config.optim, config.train.num_steps)
         with sharding.use_mesh(mesh, rules):
-            _, abs_state, _ = train.abstract_train_state(task, tx, config.seed)
-            shardings = train.state_shardings(abs_state, mesh, rules)
+            _, abs_state, _ = abstract_train_state(task, tx, config.seed)
+            shardings = state_shardings(abs_state, mesh, rules)
         leaves = jax.tree.leaves(abs_state)
         total = sum(math.prod(x.shape) * x.dtype.itemsize for x in leaves)
         per_device = sum(

@@ -112,7 +112,7 @@ def main(argv=None) -> None:
 
     from bert_jax.data import pipeline
     from bert_jax.data.tokenizer import Tokenizer
-    from bert_jax.objectives.t5 import T5DataConfig, T5Objective
+    from bert_jax.objectives.t5_task import T5DataConfig, T5Objective
 
     config, max_documents, num_batches = common.pipeline_recipe("t5", args)
     tokenizer = Tokenizer(config.data.vocab_path, extra_ids=config.objective.extra_ids)

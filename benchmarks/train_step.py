@@ -9,7 +9,7 @@
 ours: `bert_jax.train.make_train_step` for the task `objectives.get_task` builds from
 configs/bert.py or configs/t5.py, jitted with the train loop's shardings and donation,
 on a mesh over the default JAX backend. peer: `transformers.BertForPreTraining` or
-`T5ForConditionalGeneration` built from the same shapes (`export.*.hf_config`), eager
+`T5ForConditionalGeneration` built from the same shapes (`bert_weights.*.hf_config`), eager
 PyTorch, `loss.backward()`, global-norm clipping and an optimizer step with the same
 hyperparameters (AdamW with decay on rank >= 2 tensors, or transformers' Adafactor),
 torch.set_num_threads(os.cpu_count()) on CPU. Both get the same random batch; dropout
@@ -114,13 +114,14 @@ def make_ours(config, task, batch_np: dict[str, np.ndarray], steps: int):
 
     from bert_jax import optim, sharding, train
     from bert_jax.data import pipeline
+    from bert_jax.state import abstract_train_state, state_shardings
 
     tx, schedule = optim.create_optimizer(config.optim, config.train.num_steps)
     mesh = sharding.create_mesh(config.mesh.shape)
     rules = sharding.validate_rules(config.mesh.axis_rules)
     with sharding.use_mesh(mesh, rules):
-        graphdef, abs_state, init = train.abstract_train_state(task, tx, config.seed)
-        shardings = train.state_shardings(abs_state, mesh, rules)
+        graphdef, abs_state, init = abstract_train_state(task, tx, config.seed)
+        shardings = state_shardings(abs_state, mesh, rules)
         data_sharding = sharding.data_sharding(mesh, rules)
         holder = {"state": jax.jit(init, out_shardings=shardings)()}
         train_step = jax.jit(
@@ -169,13 +170,13 @@ def make_peer(args, config, task, batch_np, steps: int, device: str):
 
     torch.manual_seed(config.seed)
     if args.model == "bert":
-        from bert_jax.export import bert as export
+        from bert_jax.export import bert_weights
 
-        model = transformers.BertForPreTraining(export.hf_config(task.model_config))
+        model = transformers.BertForPreTraining(bert_weights.hf_config(task.model_config))
     else:
-        from bert_jax.export import t5 as export
+        from bert_jax.export import t5_weights
 
-        model = transformers.T5ForConditionalGeneration(export.hf_config(task.model_config))
+        model = transformers.T5ForConditionalGeneration(t5_weights.hf_config(task.model_config))
     model.to(device).train()
     optim = config.optim
     if optim.name == "adamw":

@@ -19,29 +19,10 @@ import os
 import jax
 import ml_collections
 
-from bert_jax import objectives, optim, sharding, train
-from bert_jax.checkpoint import Checkpointer
+from bert_jax import objectives, sharding, state, train
 from bert_jax.objectives import baselines, bert_eval
 
 PAIR_TASKS = ("nsp", "sop")
-
-
-def restore_params(config: ml_collections.ConfigDict, workdir: str, task: objectives.Task, mesh):
-    """Graph definition, parameters and step of the latest checkpoint in ``workdir``."""
-    rules = sharding.validate_rules(config.mesh.axis_rules)
-    tx, _ = optim.create_optimizer(config.optim, config.train.num_steps)
-    graphdef, abs_state, _ = train.abstract_train_state(task, tx, config.seed)
-    shardings = train.state_shardings(abs_state, mesh, rules)
-    directory = os.path.join(workdir, "checkpoints")
-    checkpointer = Checkpointer(
-        directory, keep=config.train.keep_checkpoints, model_config=task.model_config
-    )
-    step = checkpointer.latest_step()
-    if step is None:
-        raise FileNotFoundError(f"no checkpoint in {directory}: run `bert-jax pretrain` first")
-    state = checkpointer.restore_state(step, train.with_shardings(abs_state, shardings))
-    checkpointer.close()
-    return graphdef, state.params, step
 
 
 def _variant(config: ml_collections.ConfigDict, pair_task: str) -> ml_collections.ConfigDict:
@@ -52,11 +33,9 @@ def _variant(config: ml_collections.ConfigDict, pair_task: str) -> ml_collection
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     """Scores the latest checkpoint; see the module docstring."""
-    mesh = sharding.create_mesh(config.mesh.shape)
-    rules = sharding.validate_rules(config.mesh.axis_rules)
     task = objectives.get_task(config)
-    with sharding.use_mesh(mesh, rules):
-        graphdef, params, step = restore_params(config, workdir, task, mesh)
+    with sharding.mesh_context(config.mesh) as (mesh, rules):
+        graphdef, params, step = state.restore_params(workdir, task, mesh, rules)
         data_sharding = sharding.data_sharding(mesh, rules)
         eval_step = jax.jit(train.make_eval_step(task, graphdef))
         results: dict[str, float] = {"step": step}

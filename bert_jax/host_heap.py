@@ -18,7 +18,9 @@ The cost is memory: the process keeps its peak heap until it exits (as the JAX a
 PyTorch device allocators do on accelerators), and fragmentation lets it grow by a few
 temporaries' worth before it settles (a step with a 64 MiB temporary: 346 MB resident,
 602 MB after ~70 steps, flat from there to step 400; `tests/test_host_heap.py`).
-`benchmarks/train_step.py` runs both contenders under these settings (``--host_heap``).
+`benchmarks/train_step.py` runs both contenders under these settings (``--host_heap``);
+`bert-jax pretrain` and `finetune` restart with them on a host without an accelerator
+(`wanted`; ``BERT_JAX_HOST_HEAP=0`` opts out).
 """
 
 from __future__ import annotations
@@ -34,6 +36,27 @@ TUNABLES = ":".join(
         "glibc.malloc.trim_threshold=68719476736",  # 64 GiB: in practice never trim
     )
 )
+
+
+# Device nodes of the accelerators JAX drives: NVIDIA GPUs, TPU v4+ (accel), TPU VMs (vfio).
+ACCELERATOR_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/accel0", "/dev/vfio")
+COMMANDS = ("pretrain", "finetune")  # the ones that run training steps
+
+
+def wanted(argv: list[str], environ, nodes=ACCELERATOR_NODES) -> bool:
+    """Whether ``bert-jax ARGV`` trains on this host's CPU and so gains from `TUNABLES`.
+
+    On an accelerator the step's temporaries live in device memory (the allocator keeps
+    them), so the host's malloc does not matter and the restart is skipped.
+    """
+    if environ.get("BERT_JAX_HOST_HEAP", "1") == "0":
+        return False
+    if not any(arg in COMMANDS for arg in argv):
+        return False
+    platforms = environ.get("JAX_PLATFORMS", "")
+    if platforms:
+        return platforms.split(",")[0].strip() == "cpu"
+    return not any(os.path.exists(node) for node in nodes)
 
 
 def reexec_with_heap_reuse() -> None:

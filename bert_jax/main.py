@@ -6,18 +6,22 @@ Commands:
   report     print first/last evaluation against baselines, draw the learning curve
   export     write a Hugging Face directory (--out) from the latest checkpoint
   finetune   fine-tune on a downstream task (configs/finetune.py), score its dev sets
+
+A bad input ends in one ``bert-jax: error: ...`` line; exit codes and ``--verbose`` are
+described in bert_jax/cli_errors.py (1: user error, 2: usage error, 75: preempted).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from bert_jax import distributed, run_config
+from bert_jax import cli_errors, distributed, host_heap
 
 COMMANDS = ("pretrain", "evaluate", "report", "export", "finetune")
 
@@ -27,6 +31,7 @@ _CONFIG = config_flags.DEFINE_config_file(
 )
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and metrics.")
 flags.DEFINE_string("out", None, "Output directory (export).")
+flags.DEFINE_bool("verbose", False, f"Full traceback on errors (also {cli_errors.VERBOSE_ENV}=1).")
 # Each also reads BERT_JAX_<NAME> (then JAX_<NAME>) from the environment; see distributed.py.
 flags.DEFINE_string("coordinator_address", None, "Multi-host: host:port of process 0.")
 flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
@@ -35,8 +40,7 @@ flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.")
 
 def _initialize_distributed(config) -> None:
     """Joins the other hosts before any JAX computation (see bert_jax/distributed.py)."""
-    # A hand-written recipe that did not start from base_config() gets its defaults.
-    settings = config.get("distributed") or run_config.base_config().distributed
+    settings = config.distributed
     group = distributed.resolve(
         coordinator_address=FLAGS.coordinator_address,
         num_processes=FLAGS.num_processes,
@@ -50,21 +54,23 @@ def _initialize_distributed(config) -> None:
 def _require(name: str, command: str):
     value = getattr(FLAGS, name)
     if value is None:
-        raise app.UsageError(f"`bert-jax {command}` needs --{name}")
+        raise cli_errors.UsageError(f"`bert-jax {command}` needs --{name}")
     return value
 
 
 def main(argv: list[str]) -> None:
     if len(argv) != 2 or argv[1] not in COMMANDS:
-        raise app.UsageError(
-            f"usage: bert-jax {{{'|'.join(COMMANDS)}}} --config FILE --workdir DIR"
-        )
+        given = " ".join(argv[1:]) or "none"
+        raise cli_errors.UsageError(f"one command expected, of {', '.join(COMMANDS)}; got {given}")
     command = argv[1]
     logging.getLogger().setLevel(logging.INFO)
     # Our progress lines use the root logger; orbax, grain and jax log through
     # absl at INFO on every save, which would drown them.
     logging.getLogger("absl").setLevel(logging.WARNING)
     workdir = _require("workdir", command)
+    # Before any host joins or JAX compiles: a workdir that is a file, under a file or
+    # read-only would otherwise fail at the first save, under a traceback.
+    cli_errors.check_workdir(workdir, create=command in ("pretrain", "finetune"))
     if command == "report":  # reads files only: one process, no coordinator
         from bert_jax import report
 
@@ -72,7 +78,7 @@ def main(argv: list[str]) -> None:
         return
     config = _CONFIG.value
     if config is None:
-        raise app.UsageError(f"`bert-jax {command}` needs --config")
+        raise cli_errors.UsageError(f"`bert-jax {command}` needs --config")
     _initialize_distributed(config)
     if command == "pretrain":
         from bert_jax import train
@@ -92,15 +98,53 @@ def main(argv: list[str]) -> None:
         finetune.run_finetune(config, workdir)
 
 
-def run() -> None:
-    """Console-script entry point."""
+def _user_paths() -> dict[str, str]:
+    """Paths the user gave, by flag or config field: OSErrors about them are bad inputs."""
+    paths = {"--workdir": FLAGS.workdir, "--out": FLAGS.out}
     try:
-        app.run(main)
-    except (ValueError, FileNotFoundError, FloatingPointError, distributed.InitError) as error:
+        config = _CONFIG.value
+    except OSError:  # a config file that failed to load holds no paths
+        config = None
+
+    def walk(node, prefix):
+        for key, value in node.items():
+            if hasattr(value, "items"):
+                walk(value, f"{prefix}.{key}")
+            elif isinstance(value, str) and re.search(r"(_path|_pattern|_dir|workdir)$", key):
+                paths[f"{prefix}.{key}"] = value
+
+    if hasattr(config, "items"):
+        walk(config, "config")
+    return {field: path for field, path in paths.items() if path}
+
+
+def run() -> None:
+    """Console-script entry point: bad inputs end in one line (bert_jax/cli_errors.py)."""
+    verbose = cli_errors.verbose_requested(sys.argv)
+    if host_heap.wanted(sys.argv[1:], os.environ):  # CPU training: keep the step's scratch
+        host_heap.reexec_with_heap_reuse()  # memory mapped (~1.5x faster steps; host_heap.py)
+    try:
+        app.run(main, flags_parser=cli_errors.parse_flags_or_raise)
+    except cli_errors.UsageError as error:
+        cli_errors.report(error, cli_errors.EXIT_USAGE, str(error), verbose)
+    except (
+        cli_errors.UserError,
+        ValueError,
+        OSError,
+        FloatingPointError,
+        distributed.InitError,
+    ) as error:
         # User-facing errors (bad config, corrupt data, NaN loss, hosts that cannot
-        # meet) end the run with their message instead of a stack trace.
-        print(f"bert-jax: error: {error}", file=sys.stderr)
-        sys.exit(1)
+        # meet, a path the user gave that cannot be used) end the run with their
+        # message instead of a stack trace.
+        message = " ".join(str(error).split("\n"))
+        if isinstance(error, OSError):
+            field = cli_errors.user_path_field(error, _user_paths())
+            if field is not None:
+                message = cli_errors.os_error_message(error, field)
+            elif not isinstance(error, FileNotFoundError):
+                raise  # not about a path the user gave: maybe a bug, keep the traceback
+        cli_errors.report(error, cli_errors.EXIT_USER_ERROR, message, verbose)
 
 
 if __name__ == "__main__":

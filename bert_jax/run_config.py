@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Mapping
+from typing import Any
 
 import ml_collections
 
@@ -66,7 +68,14 @@ def base_config() -> ml_collections.ConfigDict:
     config.train.eval_batches = 20  # fixed held-out batches per evaluation
     config.train.checkpoint_every = 500
     config.train.keep_checkpoints = 2
-    config.train.profile = False
+    # A step whose loss, gradients or update is non-finite is never applied (finite_guard.py);
+    # stop: end the run at the next report, naming the last good checkpoint; skip: go on,
+    # counting them (metric nonfinite_skipped), and stop after max_nonfinite_steps in a row.
+    config.train.nonfinite_policy = "stop"
+    config.train.max_nonfinite_steps = 10
+    # After SIGTERM / Ctrl-C the loop stops at the next step with a checkpoint (exit 75);
+    # no step within this many seconds (a stuck reader, a long compile) exits at once.
+    config.train.stop_grace_s = 60.0
 
     config.optim = ml_collections.ConfigDict()
     config.optim.name = "adamw"  # adamw | lamb | adafactor
@@ -102,6 +111,29 @@ def check_args(args: dict[str, str], allowed: tuple[str, ...], recipe_file: str)
     unknown = sorted(set(args) - set(allowed))
     if unknown:
         raise ValueError(f"{recipe_file}: unknown config argument(s) {unknown}; know {allowed}")
+
+
+def apply_recipe(
+    config: ml_collections.ConfigDict,
+    recipes: Mapping[str, Mapping[str, Any]],
+    name: str,
+    recipe_file: str,
+) -> None:
+    """Sets the ``{"section.key": value}`` overrides of recipe ``name`` (a table in configs/).
+
+    Raises:
+      ValueError: ``name`` is not in ``recipes``, or a key names no field of ``config``.
+    """
+    if name not in recipes:
+        raise ValueError(f"{recipe_file}: unknown recipe={name!r} ({' | '.join(recipes)})")
+    for dotted, value in recipes[name].items():
+        *sections, field = dotted.split(".")
+        node = config
+        for section in sections:
+            node = node[section]
+        if field not in node:  # a typo in the table would otherwise add a dead key
+            raise ValueError(f"{recipe_file}: recipe {name!r} sets unknown field {dotted!r}")
+        node[field] = value
 
 
 def shrink_for_local_run(config: ml_collections.ConfigDict) -> None:

@@ -115,7 +115,7 @@ def preset_layout(
 
 def mesh_from_config(mesh_config) -> tuple[Mesh, tuple]:
     """The mesh and validated rules of ``config.mesh`` (its preset, else shape + rules)."""
-    layout = preset_layout(mesh_config.get("preset"), mesh_config.get("tensor_parallelism", 1))
+    layout = preset_layout(mesh_config.preset, mesh_config.tensor_parallelism)
     shape, rules = layout or (mesh_config.shape, mesh_config.axis_rules)
     return create_mesh(shape), validate_rules(rules)
 
@@ -148,6 +148,17 @@ def use_mesh(mesh: Mesh, rules: Rules) -> Iterator[None]:
     """Context in which models are built, initialised and stepped."""
     with jax.set_mesh(mesh), nnx.logical_axis_rules(validate_rules(rules)):
         yield
+
+
+@contextlib.contextmanager
+def mesh_context(mesh_config) -> Iterator[tuple[Mesh, tuple]]:
+    """Every command's mesh set-up: ``config.mesh``'s mesh and rules, entered.
+
+    Usage: ``with sharding.mesh_context(config.mesh) as (mesh, rules): ...``
+    """
+    mesh, rules = mesh_from_config(mesh_config)
+    with use_mesh(mesh, rules):
+        yield mesh, rules
 
 
 def logical_to_mesh(

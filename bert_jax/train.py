@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,59 +18,28 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from flax import nnx
 
-from bert_jax import flops, objectives, optim, sharding
-from bert_jax.checkpoint import Checkpointer
+from bert_jax import finite_guard, flops, objectives, optim, sharding
+from bert_jax.checkpoint import Checkpointer, optimizer_fingerprint
 from bert_jax.data import pipeline
 from bert_jax.metric_writer import MetricWriter
-from bert_jax.train_step import TrainState, check_batch_divides, make_eval_step, make_train_step
+from bert_jax.preemption import Preemption
+from bert_jax.state import (
+    TrainState,
+    abstract_train_state,
+    init_from,
+    state_shardings,
+    with_shardings,
+)
+from bert_jax.train_step import check_batch_divides, make_eval_step, make_train_step
 
 __all__ = ["TrainState", "make_eval_step", "make_train_step", "train_and_evaluate"]
 
 
-def abstract_train_state(task: objectives.Task, tx: optax.GradientTransformation, seed: int):
-    """Graph definition, abstract state and the function that initialises it."""
-    abs_model = nnx.eval_shape(lambda: task.create_model(nnx.Rngs(params=seed)))
-    graphdef, _ = nnx.split(abs_model, nnx.Param)
-
-    def init() -> TrainState:
-        model = task.create_model(nnx.Rngs(params=seed))
-        _, params, rest = nnx.split(model, nnx.Param, ...)
-        if jax.tree.leaves(rest):
-            raise ValueError(f"{type(model).__name__} holds non-parameter state: {rest}")
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
-
-    return graphdef, jax.eval_shape(init), init
-
-
-def state_shardings(abs_state: TrainState, mesh: jax.sharding.Mesh, rules) -> TrainState:
-    """NamedShardings of every leaf from the logical axis annotations."""
-    return sharding.state_shardings(abs_state, mesh, rules)
-
-
-def with_shardings(abs_state, shardings):
-    """ShapeDtypeStructs that carry shardings: the target of a sharded restore."""
-    return jax.tree.map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abs_state, shardings
-    )
-
-
 def task_dataset(config, task: objectives.Task, split: str):
-    """Per-host batches for ``split``: the task's own reader, else the pretraining pipeline."""
-    if task.dataset_fn is not None:
-        return task.dataset_fn(split, config.train.batch_size)
-    examples = task.examples
-    if split != "train" and task.eval_examples is not None:
-        examples = task.eval_examples
-    return pipeline.create_dataset(
-        config,
-        examples,
-        task.tokenizer,
-        split=split,
-        global_batch_size=config.train.batch_size,
-    )
+    """Per-host batches for ``split`` (``Task.batches``) at ``config.train.batch_size``."""
+    return task.batches(split, config.train.batch_size)
 
 
 def eval_batches(config, task, num_batches: int) -> list[dict[str, np.ndarray]]:
@@ -99,31 +67,12 @@ def evaluate(eval_step, params, batches, data_sharding, task) -> dict[str, float
     return task.finish_eval({k: float(v) for k, v in jax.device_get(totals).items()})
 
 
-class _Preemption:
-    """Turns SIGTERM into a checkpoint at the next step instead of lost work."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-
-    def __enter__(self):
-        try:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not in the main thread (tests); nothing to install
-            self._previous = None
-        return self
-
-    def _handle(self, signum, frame):
-        logging.warning("SIGTERM received: saving a checkpoint and stopping")
-        self.requested = True
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-
-
 def _mean_metrics(sums: dict[str, jax.Array], count: int) -> dict[str, float]:
-    return {k: float(v) / count for k, v in jax.device_get(sums).items()}
+    # Counts (skipped non-finite updates) are reported as sums over the interval.
+    return {
+        k: float(v) if k in finite_guard.SUMMED_METRICS else float(v) / count
+        for k, v in jax.device_get(sums).items()
+    }
 
 
 def train_and_evaluate(
@@ -144,14 +93,18 @@ def train_and_evaluate(
       task: defaults to ``objectives.get_task(config)``; fine-tuning passes its own.
     """
     train = config.train
-    mesh, rules = sharding.mesh_from_config(config.mesh)
-    accumulation = train.get("gradient_accumulation_steps", 1)
-    check_batch_divides(train.batch_size, accumulation, mesh)
-    task = task or objectives.get_task(config)
-    tx, schedule = optim.create_optimizer(config.optim, train.num_steps)
-    logging.info("Mesh %s; model %s", dict(mesh.shape), task.model_config)
-
-    with sharding.use_mesh(mesh, rules):
+    # Signals are handled from here on: a run blocked before its first step (data,
+    # restore, compilation) still stops within config.train.stop_grace_s.
+    stop_grace_s = train.stop_grace_s
+    with (
+        sharding.mesh_context(config.mesh) as (mesh, rules),
+        Preemption(stop_grace_s, agree_every=train.log_every) as preemption,
+    ):
+        accumulation = train.gradient_accumulation_steps
+        check_batch_divides(train.batch_size, accumulation, mesh)
+        task = task or objectives.get_task(config)
+        tx, schedule = optim.create_optimizer(config.optim, train.num_steps)
+        logging.info("Mesh %s; model %s", dict(mesh.shape), task.model_config)
         graphdef, abs_state, init = abstract_train_state(task, tx, config.seed)
         shardings = state_shardings(abs_state, mesh, rules)
         data_sharding = sharding.data_sharding(mesh, rules)
@@ -160,18 +113,17 @@ def train_and_evaluate(
             os.path.join(workdir, "checkpoints"),
             keep=train.keep_checkpoints,
             model_config=task.model_config,
+            optimizer=optimizer_fingerprint(config.optim.name, abs_state.opt_state),
         )
-        start_step = checkpointer.latest_step()
+        guard = finite_guard.NonfiniteGuard(train, checkpointer)
+        # The newest step that restores: damaged ones are moved aside (checkpoint.py).
+        state, start_step = checkpointer.restore_latest(
+            with_shardings(abs_state, shardings), train_iter
+        )
         if start_step is None:
             state = jax.jit(init, out_shardings=shardings)()
-            if task.initial_params is not None:  # fine-tuning: start from pretrained weights
-                params = jax.device_put(task.initial_params(state.params), shardings.params)
-                state = state.replace(params=params)
+            state = init_from(state, task.initial_params, shardings)  # e.g. a pretrained encoder
             start_step = 0
-        else:
-            state = checkpointer.restore(
-                start_step, with_shardings(abs_state, shardings), train_iter
-            )
         num_params = sum(math.prod(x.shape) for x in jax.tree.leaves(abs_state.params))
         logging.info("%s parameters; starting at step %d", f"{num_params:,}", start_step)
 
@@ -199,45 +151,49 @@ def train_and_evaluate(
         result: dict[str, Any] = {"start_step": start_step}
         sums, count = None, 0
         step = start_step
-        with _Preemption() as preemption:
-            while step < train.num_steps:
-                host_batch = next(train_iter)
-                if step == start_step:  # the model FLOPs follow from the batch shapes
-                    writer.set_flops_per_step(_flops_per_step(task, host_batch, train.batch_size))
-                batch = pipeline.global_batch(host_batch, data_sharding)
-                state, metrics = train_step(state, batch, key)
-                step += 1
-                sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
-                count += 1
-                if step == start_step + 1:
-                    writer.start(step)  # exclude compilation from the speed figures
-                last = step == train.num_steps
-                if step % train.log_every == 0 or last or preemption.requested or step == stop_at:
-                    result["train"] = _mean_metrics(sums, count)
-                    _check_finite(result["train"], step, checkpointer)
-                    # This host's skipped-record counts (bert_jax/data/faults.py), if any.
-                    skips = pipeline.skip_metrics(train_iter)
-                    writer.report_train(step, {**result["train"], **skips})
-                    sums, count = None, 0
-                if step % train.eval_every == 0 or last:
-                    result["eval"] = {
-                        **evaluate(eval_step, state.params, held_out, data_sharding, task),
-                        **baselines,
-                    }
-                    writer.report_eval(step, result["eval"])
-                    if task.describe is not None:
-                        model = nnx.merge(graphdef, state.params)
-                        result["example"] = task.describe(model, held_out[0])
-                        logging.info("decoded example at step %d: %s", step, result["example"])
-                stopping = preemption.requested or step == stop_at
-                if step % train.checkpoint_every == 0 or last or stopping:
-                    if sums is not None:  # metrics not yet checked since the last report
-                        _check_finite(_mean_metrics(sums, count), step, checkpointer)
-                    checkpointer.save(step, state, train_iter)
-                if stopping:
-                    break
+        while step < train.num_steps:
+            host_batch = next(train_iter)
+            if step == start_step:  # the model FLOPs follow from the batch shapes
+                writer.set_flops_per_step(_flops_per_step(task, host_batch, train.batch_size))
+            batch = pipeline.global_batch(host_batch, data_sharding)
+            state, metrics = train_step(state, batch, key)
+            guard.update(metrics)
+            checkpointer.check()  # a failed background save stops the run here, at once
+            step += 1
+            sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
+            count += 1
+            if step == start_step + 1:
+                writer.start(step)  # exclude compilation from the speed figures
+            last = step == train.num_steps
+            # Every host agrees on the stop step (preemption.py); a signal stops after a step.
+            stopping = preemption.should_stop(step) or step == stop_at
+            if step % train.log_every == 0 or last or stopping:
+                result["train"] = _mean_metrics(sums, count)
+                # This host's skipped-record counts (bert_jax/data/faults.py), if any.
+                skips = pipeline.skip_metrics(train_iter)
+                writer.report_train(step, {**result["train"], **skips})
+                sums, count = None, 0
+                guard.check(step, result["train"])  # after the report: the metrics show why
+            if step % train.eval_every == 0 or last:
+                result["eval"] = {
+                    **evaluate(eval_step, state.params, held_out, data_sharding, task),
+                    **baselines,
+                }
+                writer.report_eval(step, result["eval"])
+                if task.describe is not None:
+                    model = nnx.merge(graphdef, state.params)
+                    result["example"] = task.describe(model, held_out[0])
+                    logging.info("decoded example at step %d: %s", step, result["example"])
+            if step % train.checkpoint_every == 0 or last or stopping:
+                if sums is not None:  # metrics not yet checked since the last report
+                    guard.check(step, _mean_metrics(sums, count))
+                checkpointer.save(step, state, train_iter)
+            if stopping:
+                break
         checkpointer.close()
         writer.close()
+        if preemption.stopping:  # the stop step's checkpoint is durable: say so, exit 75
+            preemption.finish(step, train.num_steps, checkpointer.directory)
     result["step"] = step
     result["state"] = state
     return result
@@ -250,14 +206,3 @@ def _flops_per_step(task, host_batch, global_batch_size: int) -> float | None:
     if step_flops is not None:
         logging.info("%.4g model TFLOPs per step (bert_jax/flops.py)", step_flops / 1e12)
     return step_flops
-
-
-def _check_finite(metrics: dict[str, float], step: int, checkpointer: Checkpointer) -> None:
-    loss = metrics.get("loss", 0.0)
-    if not math.isfinite(loss):
-        checkpointer.wait()
-        raise FloatingPointError(
-            f"training loss is {loss} at step {step}; nothing was saved after it. The last good "
-            f"checkpoint is step {checkpointer.latest_step()} in {checkpointer.directory}: lower "
-            "config.optim.learning_rate or check the data, then rerun to resume from it."
-        )

@@ -13,20 +13,13 @@ gradients and metrics those of the one large batch, not merely close to them.
 
 from __future__ import annotations
 
-import flax
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from bert_jax import objectives, sharding
-
-
-@flax.struct.dataclass
-class TrainState:
-    step: jax.Array
-    params: nnx.State
-    opt_state: optax.OptState
+from bert_jax import finite_guard, objectives, sharding
+from bert_jax.state import TrainState
 
 
 def split_microbatches(batch: dict[str, jax.Array], num_microbatches: int):
@@ -137,11 +130,19 @@ def make_train_step(task: objectives.Task, graphdef, tx, schedule, gradient_accu
             )
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        grad_norm = optax.global_norm(grads)
+        # A non-finite step keeps the previous params and optimizer state, so nothing
+        # non-finite is ever held or saved (finite_guard.py; the loop applies the policy).
+        finite = finite_guard.all_finite((loss, grad_norm, params, opt_state))
+        params, opt_state = finite_guard.keep_if_finite(
+            finite, (params, opt_state), (state.params, state.opt_state)
+        )
         metrics = {
             **metrics,
             "loss": loss,
-            "grad_norm": optax.global_norm(grads),
+            "grad_norm": grad_norm,
             "learning_rate": schedule(state.step),
+            "nonfinite_skipped": 1.0 - finite.astype(jnp.float32),
         }
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
@@ -168,6 +169,8 @@ def check_batch_divides(batch_size: int, gradient_accumulation_steps: int, mesh)
         raise ValueError(
             f"config.train.gradient_accumulation_steps must be a positive int, got {steps!r}"
         )
+    if not isinstance(batch_size, int) or batch_size < 1:  # grain's error names no field
+        raise ValueError(f"config.train.batch_size must be a positive int, got {batch_size!r}")
     replicas = mesh.shape["data"] * mesh.shape["fsdp"]
     if batch_size % (steps * replicas):
         raise ValueError(

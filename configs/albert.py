@@ -17,12 +17,38 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
-from bert_jax.run_config import base_config, check_args, parse_arg, shrink_for_local_run
+from bert_jax import run_config
+
+# Training length, batch and schedule of each recipe= (dotted config keys).
+RECIPES = {
+    # Short segments make sentence order learnable by a tiny model in minutes:
+    # at length 128 held-out SOP accuracy stays near chance for 10k+ steps.
+    "cpu": {
+        "data.max_seq_length": 64,
+        "objective.max_predictions_per_seq": 10,
+        "train.batch_size": 64,
+        "train.num_steps": 2500,
+        "train.eval_every": 500,
+        "train.checkpoint_every": 500,
+        "optim.learning_rate": 5e-3,
+        "optim.warmup_steps": 200,
+    },
+    # Lan et al.: batch 4096, LAMB lr 0.00176, 125k steps, length 512.
+    "paper": {
+        "train.batch_size": 4096,
+        "train.num_steps": 125_000,
+        "train.eval_every": 5_000,
+        "train.checkpoint_every": 5_000,
+        "data.max_seq_length": 512,
+        "optim.learning_rate": 0.00176,
+        "optim.warmup_steps": 3125,
+    },
+}
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    args = parse_arg(arg)
-    config = base_config()
+    args = run_config.parse_arg(arg)
+    config = run_config.base_config()
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "albert"
@@ -57,31 +83,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.optim.name = "lamb"
     config.optim.weight_decay = 0.01
 
-    recipe = args.get("recipe", "cpu")
-    if recipe == "cpu":
-        # Short segments make sentence order learnable by a tiny model in minutes:
-        # at length 128 held-out SOP accuracy stays near chance for 10k+ steps.
-        config.data.max_seq_length = 64
-        config.objective.max_predictions_per_seq = 10
-        config.train.batch_size = 64
-        config.train.num_steps = 2500
-        config.train.eval_every = 500
-        config.train.checkpoint_every = 500
-        config.optim.learning_rate = 5e-3
-        config.optim.warmup_steps = 200
-    elif recipe == "paper":
-        # Lan et al.: batch 4096, LAMB lr 0.00176, 125k steps, length 512.
-        config.train.batch_size = 4096
-        config.train.num_steps = 125_000
-        config.train.eval_every = 5_000
-        config.train.checkpoint_every = 5_000
-        config.data.max_seq_length = 512
-        config.optim.learning_rate = 0.00176
-        config.optim.warmup_steps = 3125
-    else:
-        raise ValueError(f"configs/albert.py: unknown recipe={recipe!r} (cpu | paper)")
+    run_config.apply_recipe(config, RECIPES, args.get("recipe", "cpu"), "configs/albert.py")
 
     if "runlocal" in args:
-        shrink_for_local_run(config)
-    check_args(args, ("size", "recipe", "runlocal"), "configs/albert.py")
+        run_config.shrink_for_local_run(config)
+    run_config.check_args(args, ("size", "recipe", "runlocal"), "configs/albert.py")
     return config

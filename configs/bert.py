@@ -22,12 +22,50 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
-from bert_jax.run_config import base_config, check_args, parse_arg, shrink_for_local_run
+from bert_jax import run_config
+
+# Training length, batch and schedule of each recipe= (dotted config keys).
+RECIPES = {
+    # Tiny BERTs sit on a unigram plateau for a while; a high learning rate,
+    # no dropout and many small fast steps get past it in about 8 minutes.
+    "cpu": {
+        "train.batch_size": 32,
+        "train.num_steps": 2500,
+        "train.eval_every": 500,
+        "train.checkpoint_every": 500,
+        "optim.learning_rate": 1e-3,
+        "optim.warmup_steps": 250,
+        "model.dropout_rate": 0.0,
+        "model.attention_dropout_rate": 0.0,
+    },
+    # About an hour on 2 CPU cores: the learning curve in README.md.
+    "long": {
+        "train.batch_size": 32,
+        "train.num_steps": 15000,
+        "train.eval_every": 1000,
+        "train.checkpoint_every": 2500,
+        "optim.learning_rate": 1e-3,
+        "optim.warmup_steps": 500,
+        "model.dropout_rate": 0.0,
+        "model.attention_dropout_rate": 0.0,
+    },
+    # Devlin et al.: batch 256, 1M steps, lr 1e-4 with 10k warmup.
+    "paper": {
+        "train.batch_size": 256,
+        "train.num_steps": 1_000_000,
+        "train.eval_every": 10_000,
+        "train.checkpoint_every": 10_000,
+        "train.keep_checkpoints": 5,
+        "optim.learning_rate": 1e-4,
+        "optim.warmup_steps": 10_000,
+        "objective.max_predictions_per_seq": 20,
+    },
+}
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    args = parse_arg(arg)
-    config = base_config()
+    args = run_config.parse_arg(arg)
+    config = run_config.base_config()
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "bert"  # bert | albert | t5 (selects model, loss and example builder)
@@ -53,42 +91,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.objective.short_seq_prob = 0.1
     config.objective.whole_word_masking = False
     config.objective.max_ngram = 1  # 3 for ALBERT's n-gram masking
+    config.objective.sop_both_orders = False  # sentence_pair_task=sop: see configs/albert.py
 
-    recipe = args.get("recipe", "cpu")
-    if recipe == "cpu":
-        # Tiny BERTs sit on a unigram plateau for a while; a high learning rate,
-        # no dropout and many small fast steps get past it in about 8 minutes.
-        config.train.batch_size = 32
-        config.train.num_steps = 2500
-        config.train.eval_every = 500
-        config.train.checkpoint_every = 500
-        config.optim.learning_rate = 1e-3
-        config.optim.warmup_steps = 250
-        config.model.dropout_rate = 0.0
-        config.model.attention_dropout_rate = 0.0
-    elif recipe == "long":
-        # About an hour on 2 CPU cores: the learning curve in README.md.
-        config.train.batch_size = 32
-        config.train.num_steps = 15000
-        config.train.eval_every = 1000
-        config.train.checkpoint_every = 2500
-        config.optim.learning_rate = 1e-3
-        config.optim.warmup_steps = 500
-        config.model.dropout_rate = 0.0
-        config.model.attention_dropout_rate = 0.0
-    elif recipe == "paper":
-        config.train.batch_size = 256
-        config.train.num_steps = 1_000_000
-        config.train.eval_every = 10_000
-        config.train.checkpoint_every = 10_000
-        config.train.keep_checkpoints = 5
-        config.optim.learning_rate = 1e-4
-        config.optim.warmup_steps = 10_000
-        config.objective.max_predictions_per_seq = 20
-    else:
-        raise ValueError(f"configs/bert.py: unknown recipe={recipe!r} (cpu | long | paper)")
-
+    run_config.apply_recipe(config, RECIPES, args.get("recipe", "cpu"), "configs/bert.py")
     if "runlocal" in args:
-        shrink_for_local_run(config)
-    check_args(args, ("size", "recipe", "runlocal"), "configs/bert.py")
+        run_config.shrink_for_local_run(config)
+    run_config.check_args(args, ("size", "recipe", "runlocal"), "configs/bert.py")
     return config

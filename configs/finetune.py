@@ -37,7 +37,8 @@ import math
 import ml_collections
 from ml_collections import config_dict
 
-from bert_jax.run_config import base_config, check_args, parse_arg
+from bert_jax.downstream.encoder_init import INITS
+from bert_jax.run_config import base_config, check_args, parse_arg, shrink_for_local_run
 
 # Training examples per task (SQuAD: questions; windows are a few percent more).
 TRAIN_SIZES = {
@@ -54,7 +55,6 @@ TRAIN_SIZES = {
     "squad_v1": 87_599,
     "squad_v2": 130_319,
 }
-INITS = ("pretrained", "hf", "random")
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
@@ -131,10 +131,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.optim.weight_decay = 0.01
 
     if "runlocal" in args:
-        config.train.batch_size = 8
-        config.train.num_steps = 4
-        config.train.log_every = 1
-        config.train.eval_every = 4
+        shrink_for_local_run(config)
+        # Still score (the first 256 of) each dev split, and checkpoint only at the end.
+        config.train.eval_batches = 1_000_000
         config.train.checkpoint_every = 4
         config.optim.warmup_steps = 1
         config.finetune.max_eval_examples = 256

@@ -17,12 +17,34 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
-from bert_jax.run_config import base_config, check_args, parse_arg, shrink_for_local_run
+from bert_jax import run_config
+
+# Training length, batch and schedule of each recipe= (dotted config keys).
+RECIPES = {
+    "cpu": {
+        "train.batch_size": 32,
+        "train.num_steps": 2000,
+        "train.eval_every": 250,
+        "train.checkpoint_every": 1000,
+        "optim.learning_rate": 0.01,
+        "optim.warmup_steps": 100,
+    },
+    # Raffel et al.: 2^19 steps of 128 x 512 tokens, inverse sqrt with 10k warmup.
+    "paper": {
+        "data.max_seq_length": 512,
+        "train.batch_size": 128,
+        "train.num_steps": 524_288,
+        "train.eval_every": 10_000,
+        "train.checkpoint_every": 10_000,
+        "optim.learning_rate": 0.01,
+        "optim.warmup_steps": 10_000,
+    },
+}
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    args = parse_arg(arg)
-    config = base_config()
+    args = run_config.parse_arg(arg)
+    config = run_config.base_config()
     config.data.max_seq_length = 128  # encoder input length (the paper: 512)
 
     config.model = ml_collections.ConfigDict()
@@ -52,6 +74,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.objective.random_token_prob = config_dict.placeholder(float)
     config.objective.targets_length = config_dict.placeholder(int)
     config.objective.pack = True  # several examples per row, segment-masked attention
+    config.objective.concat_documents = config_dict.placeholder(bool)
+    config.objective.num_packing_bins = config_dict.placeholder(int)
     config.objective.z_loss = 1e-4  # t5x's auxiliary log(Z)^2 loss
 
     config.optim.name = "adafactor"
@@ -59,27 +83,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.optim.weight_decay = 0.0
     config.optim.grad_clip_norm = 0.0  # Adafactor clips its own updates
 
-    recipe = args.get("recipe", "cpu")
-    if recipe == "cpu":
-        config.train.batch_size = 32
-        config.train.num_steps = 2000
-        config.train.eval_every = 250
-        config.train.checkpoint_every = 1000
-        config.optim.learning_rate = 0.01
-        config.optim.warmup_steps = 100
-    elif recipe == "paper":
-        # Raffel et al.: 2^19 steps of 128 x 512 tokens, inverse sqrt with 10k warmup.
-        config.data.max_seq_length = 512
-        config.train.batch_size = 128
-        config.train.num_steps = 524_288
-        config.train.eval_every = 10_000
-        config.train.checkpoint_every = 10_000
-        config.optim.learning_rate = 0.01
-        config.optim.warmup_steps = 10_000
-    else:
-        raise ValueError(f"configs/t5.py: unknown recipe={recipe!r} (cpu | paper)")
+    run_config.apply_recipe(config, RECIPES, args.get("recipe", "cpu"), "configs/t5.py")
 
     if "runlocal" in args:
-        shrink_for_local_run(config)
-    check_args(args, ("size", "variant", "recipe", "runlocal"), "configs/t5.py")
+        run_config.shrink_for_local_run(config)
+    run_config.check_args(args, ("size", "variant", "recipe", "runlocal"), "configs/t5.py")
     return config

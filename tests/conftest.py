@@ -66,6 +66,18 @@ def load_recipe(name: str, arg: str = "runlocal"):
     return load(f"configs/{name}.py:{arg}", data_root=REPO_ROOT / "data")
 
 
+def base_config_with(fields: dict):
+    """``run_config.base_config()`` updated with ``fields`` (nested dicts per section).
+
+    Hand-written test configs start here so that they have every default a recipe has.
+    """
+    from bert_jax.run_config import base_config
+
+    config = base_config()
+    config.update(fields)
+    return config
+
+
 def run_with_devices(script: str, device_count: int, *, timeout: int = 600, **env):
     """Runs Python ``script`` in a fresh process with ``device_count`` simulated CPU devices.
 

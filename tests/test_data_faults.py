@@ -17,14 +17,14 @@ import signal
 import subprocess
 import sys
 
-import ml_collections
 import numpy as np
 import pytest
 from array_record.python.array_record_module import ArrayRecordWriter
+from conftest import base_config_with
 
 from bert_jax.data import faults, pipeline, sources, tokenized_source
 from bert_jax.data.tokenizer import Tokenizer
-from bert_jax.objectives.bert import BertDataConfig, BertObjective
+from bert_jax.objectives.bert_task import BertDataConfig, BertObjective
 from data_prep import tokenize_shards
 
 
@@ -50,7 +50,7 @@ def tokenizer(vocab_path):
 def data_config(source, pattern, vocab_path, **overrides):
     fields = dict(source=source, train_pattern=pattern, eval_pattern=pattern, text_field="text")
     fields.update(vocab_path=vocab_path, cycle_length=2, max_skipped_fraction=0.5)
-    return ml_collections.ConfigDict({**fields, **overrides})
+    return base_config_with({"data": {**fields, **overrides}}).data
 
 
 def write_jsonl(path, texts, bad_every: int = 0):
@@ -172,7 +172,7 @@ def test_records_in_a_row_without_a_document_stop_even_with_no_fraction_limit(
 
 
 def bert_pipeline_config(source, pattern, vocab_path):
-    config = ml_collections.ConfigDict(
+    config = base_config_with(
         dict(
             seed=0,
             data=dict(

@@ -13,6 +13,7 @@ from benchmarks.scale_figures import abstract_batch
 from bert_jax import flops, objectives, optim, train
 from bert_jax.metric_writer import MetricWriter
 from bert_jax.models.bert_config import sized_config
+from bert_jax.state import abstract_train_state
 
 
 # The recipes' tiny sizes (H = 128) at sequence 128: there the matmuls are ~95% of what
@@ -28,7 +29,7 @@ def test_analytic_flops_are_within_ten_percent_of_xla(family, vocab_path):
         config.model.attention_dropout_rate = 0.0
     task = objectives.get_task(config)
     tx, schedule = optim.create_optimizer(config.optim, config.train.num_steps)
-    graphdef, abs_state, _ = train.abstract_train_state(task, tx, config.seed)
+    graphdef, abs_state, _ = abstract_train_state(task, tx, config.seed)
     batch = abstract_batch(family, batch=8, length=128)
     step = jax.jit(train.make_train_step(task, graphdef, tx, schedule))
     compiled = step.lower(abs_state, batch, jax.random.key(0)).compile()

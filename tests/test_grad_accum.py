@@ -10,7 +10,7 @@ import pytest
 from conftest import load_recipe, tiny_bert_config
 
 from bert_jax import objectives, optim, sharding, train, train_step
-from bert_jax.data import pipeline
+from bert_jax.state import abstract_train_state
 
 BATCH = 8
 
@@ -18,10 +18,8 @@ BATCH = 8
 def _setup(config):
     task = objectives.get_task(config)
     tx, schedule = optim.create_optimizer(config.optim, config.train.num_steps)
-    graphdef, _, init = train.abstract_train_state(task, tx, config.seed)
-    dataset = pipeline.create_dataset(
-        config, task.examples, task.tokenizer, split="train", global_batch_size=BATCH
-    )
+    graphdef, _, init = abstract_train_state(task, tx, config.seed)
+    dataset = task.batches("train", BATCH)
     batch = jax.tree.map(np.asarray, next(iter(dataset)))
     return task, graphdef, tx, schedule, jax.jit(init)(), batch
 
@@ -86,4 +84,6 @@ def test_batch_that_does_not_divide_names_the_keys():
         train_step.check_batch_divides(8, 3, mesh)
     with pytest.raises(ValueError, match="gradient_accumulation_steps must be a positive"):
         train_step.check_batch_divides(8, 0, mesh)
+    with pytest.raises(ValueError, match="config.train.batch_size must be a positive int, got -8"):
+        train_step.check_batch_divides(-8, 1, mesh)  # -8 % 1 == 0: divisible, yet no batch
     train_step.check_batch_divides(8, 4, mesh)

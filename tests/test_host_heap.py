@@ -55,3 +55,14 @@ def test_heap_reuse_removes_per_step_page_faults():
     # Reused, the heap only grows now and then (fragmentation; it settles after a few
     # temporaries' worth, see host_heap), not by one temporary per step.
     assert reuse_faults < default_faults / 4
+
+
+def test_cli_restarts_with_the_heap_settings_only_for_cpu_training(tmp_path):
+    none = (str(tmp_path / "no-such-node"),)
+    gpu = (str(tmp_path),)  # a path that exists stands for an accelerator's device node
+    assert host_heap.wanted(["pretrain", "--config=c"], {}, none)
+    assert host_heap.wanted(["finetune"], {"JAX_PLATFORMS": "cpu"}, gpu)  # forced onto CPU
+    assert not host_heap.wanted(["pretrain"], {}, gpu)
+    assert not host_heap.wanted(["pretrain"], {"JAX_PLATFORMS": "cuda,cpu"}, none)
+    assert not host_heap.wanted(["pretrain"], {"BERT_JAX_HOST_HEAP": "0"}, none)
+    assert not host_heap.wanted(["report", "--workdir=w"], {}, none)  # trains nothing

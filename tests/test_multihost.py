@@ -19,6 +19,7 @@ from conftest import REPO_ROOT, run_with_devices, tiny_bert_config
 
 from bert_jax import objectives
 from bert_jax.data import pipeline
+from bert_jax.objectives.bert_task import BertDataConfig, BertObjective
 
 # One subprocess per host trains BERT tiny and then T5 tiny (one JAX start-up for both).
 SCRIPT = r"""
@@ -170,7 +171,7 @@ def test_global_batches_do_not_depend_on_the_process_count(vocab_path, corpus_di
     def dataset(process_index, process_count):
         return pipeline.create_dataset(
             config,
-            task.examples,
+            BertObjective(BertDataConfig.from_config(config), task.tokenizer),
             task.tokenizer,
             split="train",
             global_batch_size=8,
@@ -202,6 +203,7 @@ sys.path.insert(0, {tests_dir!r})
 import jax, jax.numpy as jnp
 from conftest import load_recipe
 from bert_jax import objectives, optim, sharding, train
+from bert_jax.state import abstract_train_state, state_shardings
 config = load_recipe("t5")
 config.model.update(d_model=32, num_heads=2, d_ff=64)
 mesh = sharding.create_mesh((2, 2, 2))
@@ -209,8 +211,8 @@ rules = sharding.validate_rules(config.mesh.axis_rules)
 task = objectives.get_task(config)
 tx, _ = optim.create_optimizer(config.optim, 10)
 with sharding.use_mesh(mesh, rules):
-    _, abs_state, init = train.abstract_train_state(task, tx, 0)
-    shardings = train.state_shardings(abs_state, mesh, rules)
+    _, abs_state, init = abstract_train_state(task, tx, 0)
+    shardings = state_shardings(abs_state, mesh, rules)
     state = jax.jit(init, out_shardings=shardings)()  # Adafactor's (1,) moments included
     one = jax.jit(lambda x: sharding.constrain(x * 2, ("batch", "length", "embed")))(
         jnp.ones((1, 4, 32))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pytest
 from conftest import REPO_ROOT, result_json, run_with_devices
 from jax.sharding import PartitionSpec
 
-from bert_jax import sharding
+from bert_jax import run_config, sharding
 
 
 def test_a_mesh_axis_is_used_once_per_spec():
@@ -46,6 +47,20 @@ def test_presets_fill_shape_and_rules():
         sharding.preset_layout("fsdp_tp", 0)
 
 
+def test_mesh_context_enters_the_configs_mesh_and_rules_and_leaves_them():
+    from flax.core import spmd
+
+    config = run_config.base_config()
+    config.mesh.preset = "fsdp"
+    assert jax.sharding.get_abstract_mesh().empty
+    with sharding.mesh_context(config.mesh) as (mesh, rules):
+        assert rules == sharding.PRESET_RULES["fsdp"]  # the preset wins over shape + rules
+        assert dict(mesh.shape) == {"data": 1, "fsdp": jax.device_count(), "tensor": 1}
+        assert tuple(spmd.get_logical_axis_rules()) == rules
+        assert dict(jax.sharding.get_abstract_mesh().shape) == dict(mesh.shape)
+    assert jax.sharding.get_abstract_mesh().empty and not spmd.get_logical_axis_rules()
+
+
 PRESET_SCRIPT = r"""
 import json, sys
 sys.path.insert(0, {tests_dir!r})
@@ -53,14 +68,13 @@ import jax
 from flax import nnx
 from conftest import tiny_bert_config
 from bert_jax import objectives, optim, sharding, train
+from bert_jax.state import abstract_train_state, state_shardings
 from bert_jax.data import pipeline
 
 BATCH = 16
 base = tiny_bert_config(**{{"train.batch_size": BATCH}})
 task = objectives.get_task(base)
-dataset = pipeline.create_dataset(
-    base, task.examples, task.tokenizer, split="train", global_batch_size=BATCH
-)
+dataset = task.batches("train", BATCH)
 host_batches = [batch for batch, _ in zip(dataset, range(2))]
 out = {{}}
 for name, preset, tensor, accumulation in (
@@ -75,8 +89,8 @@ for name, preset, tensor, accumulation in (
     mesh, rules = sharding.mesh_from_config(config.mesh)
     tx, schedule = optim.create_optimizer(config.optim, config.train.num_steps)
     with sharding.use_mesh(mesh, rules):
-        graphdef, abs_state, init = train.abstract_train_state(task, tx, config.seed)
-        shardings = train.state_shardings(abs_state, mesh, rules)
+        graphdef, abs_state, init = abstract_train_state(task, tx, config.seed)
+        shardings = state_shardings(abs_state, mesh, rules)
         data_sharding = sharding.data_sharding(mesh, rules)
         state = jax.jit(init, out_shardings=shardings)()
         step = jax.jit(

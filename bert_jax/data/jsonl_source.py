@@ -242,5 +242,5 @@ def jsonl_stream(
         _MakeJsonLinesDataset(data_config.text_field, line_offset, line_stride, tally)
     )
     return grain.experimental.InterleaveIterDataset(
-        file_datasets, cycle_length=data_config.get("cycle_length", 4)
+        file_datasets, cycle_length=data_config.cycle_length
     )

@@ -142,7 +142,7 @@ def create_dataset(
     """
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
-    input_shards = config.data.get("input_shards", 0) or process_count
+    input_shards = config.data.input_shards or process_count
     if input_shards != process_count:
         host = (process_index, process_count, input_shards)
         return _host_streams(config, objective, tokenizer, split, global_batch_size, *host)

@@ -55,7 +55,7 @@ def describe_split(data_config, split: str) -> str:
         split_name = data_config.train_split if split == "train" else data_config.eval_split
         return f"config.data.tfds_name={data_config.tfds_name!r} split {split_name!r}"
     field = "train_pattern" if split == "train" else "eval_pattern"
-    return f"config.data.{field}={data_config.get(field)!r}"
+    return f"config.data.{field}={data_config[field]!r}"
 
 
 def new_tally(data_config, split: str, process_index: int, process_count: int, **kwargs):
@@ -64,7 +64,7 @@ def new_tally(data_config, split: str, process_index: int, process_count: int, *
         split=split,
         what=describe_split(data_config, split),
         host=f"host {process_index} of {process_count}",
-        max_skipped_fraction=float(data_config.get("max_skipped_fraction", 0.5)),
+        max_skipped_fraction=float(data_config.max_skipped_fraction),
         **kwargs,
     )
 

@@ -219,6 +219,6 @@ def document_stream(
     records = records.repeat(None if repeat else 1)
     # Reading a record from a local shard costs less than handing it over from a reader
     # thread (grain's default is 16 threads): read in the consuming thread unless told to.
-    threads = int(data_config.get("read_threads", 0))
+    threads = int(data_config.read_threads)
     options = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=64 * threads)
     return records.map(DecodeRecord(token_dtype)).to_iter_dataset(options)

@@ -66,7 +66,13 @@ class Tokenizer:
                 f"Sentencepiece model {self.model_path!r} not found; run `make vocab` "
                 "(builds data/c4_sample and trains data/vocab/spm.model)."
             )
-        self._sp = spm.SentencePieceProcessor(model_file=self.model_path)
+        try:
+            self._sp = spm.SentencePieceProcessor(model_file=self.model_path)
+        except RuntimeError as error:  # a directory, or not a model: sentencepiece's C++ status
+            raise ValueError(
+                f"Sentencepiece model {self.model_path!r} cannot be loaded ({error}); "
+                "point config.data.vocab_path at a .model file from `make vocab`."
+            ) from error
         self.spm_vocab_size = self._sp.get_piece_size()
         self._check_special_ids()
         self.pad_id, self.eos_id, self.unk_id = 0, 1, 2

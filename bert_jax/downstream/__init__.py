@@ -1,18 +1,22 @@
-"""Downstream fine-tuning and evaluation of pretrained encoders.
+"""Downstream fine-tuning and evaluation of pretrained encoders: one pipeline.
 
-- `glue`: the nine GLUE tasks (label sets, official metrics) and their readers:
-  GLUE TSV folders and TFDS ``glue/*`` prepared in array_record.
-- `rotten_tomatoes`: the embedded default task (movie-review snippets, fresh/rotten).
-- `squad`: SQuAD v1.1 / v2.0 reader, windowed features with character offsets,
-  n-best span decoding.
-- `metrics`: the official metrics (GLUE's, and the SQuAD EM/F1 scripts' semantics).
+- `runner`: the task type, `FinetuneTask` (what the model is, how a split becomes
+  batches, how outputs are scored), `predict`, and `run`: build -> train (the
+  pretraining loop, `bert_jax.train.train_and_evaluate`) -> predict -> score -> write.
+- `batching`: the one ``Task.batches`` of fine-tuning: indexed rows, shuffled for training, padded
+  single passes for evaluation.
+- The task builders, each returning a `FinetuneTask`: `classification` (GLUE and
+  Rotten Tomatoes on BERT / ALBERT, STS-B regression included), `squad_finetune`
+  (span extraction) and `text_to_text` (T5). `finetune.run_finetune` (``bert-jax
+  finetune``) picks one.
 - `encoder_init`: where the encoder starts: our pretraining checkpoint, a Hugging
   Face directory, or random.
 - `classifier`: sequence classification / regression head on
-  `bert_jax.models.bert.BertModel` and its loss.
-- `finetune` (classification, ``run_finetune``), `squad_finetune` (span extraction)
-  and `text_to_text` (T5): a `bert_jax.objectives.Task` each, run by the one train
-  loop, `bert_jax.train.train_and_evaluate`.
+  `bert_jax.models.bert.BertModel`, its loss and additive evaluation sums.
+- Readers: `glue` (the nine GLUE tasks' label sets and metrics; GLUE TSV folders and
+  TFDS ``glue/*``), `rotten_tomatoes` (the embedded default task), `squad` (SQuAD
+  v1.1 / v2.0, windowed features, n-best span decoding), `squad_tokenize`.
+- `metrics`: the official metrics (GLUE's, and the SQuAD EM/F1 scripts' semantics).
 
 Run with ``bert-jax finetune --config configs/finetune.py:task=sst2,init=hf ...``.
 """

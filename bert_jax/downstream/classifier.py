@@ -106,7 +106,8 @@ def make_loss_fn(regression: bool):
 
 
 def encoder_logits(model, batch) -> jax.Array:
-    """The classifier's deterministic output for a batch of encoder features."""
+    """The deterministic output of a head on the encoder (class scores, a regression
+    score, or SQuAD's ``(start_logits, end_logits)``) for a batch of encoder features."""
     return model(batch["input_ids"], batch["segment_ids"], batch["input_mask"])
 
 

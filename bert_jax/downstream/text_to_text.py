@@ -23,18 +23,19 @@ from __future__ import annotations
 
 import dataclasses
 
-import grain
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from bert_jax import evaluate, objectives, sharding
+from bert_jax import objectives, sharding
 from bert_jax.data.tokenizer import Tokenizer
-from bert_jax.downstream import classifier, finetune, glue
-from bert_jax.downstream.encoder_init import checkpoint_fingerprint, pretrain_recipe
-from bert_jax.models import t5 as models_t5
-from bert_jax.objectives import t5 as objectives_t5
+from bert_jax.downstream import batching, classification, classifier, glue
+from bert_jax.downstream.encoder_init import pretrain_recipe
+from bert_jax.downstream.runner import FinetuneTask
+from bert_jax.models import t5
+from bert_jax.objectives import t5_task
+from bert_jax.state import model_spec, restore_params, saved_model_config
 
 STSB_WORDS = tuple(f"{step / 5:.1f}" for step in range(26))  # "0.0", "0.2", ..., "5.0"
 STSB_SCORES = np.array([float(word) for word in STSB_WORDS], np.float32)  # parsed back
@@ -84,8 +85,8 @@ def label_targets(tokenizer, words) -> np.ndarray:
     return targets
 
 
-class EncodeTextToText(grain.transforms.Map):
-    """(example index, is real) -> T5 features (t5x names), label and weights.
+class EncodeTextToText(batching.RowFeatures):
+    """One labelled example -> T5 features (t5x names) and its label.
 
     ``targets`` holds one row per label word; STS-B (``spec.is_regression``) trains on
     the row of its rounded score and keeps the unrounded float score as ``label``.
@@ -95,8 +96,7 @@ class EncodeTextToText(grain.transforms.Map):
         self._spec, self._examples, self._tokenizer = spec, examples, tokenizer
         self._inputs_length, self._targets = inputs_length, targets
 
-    def map(self, element):
-        index, real = element
+    def features(self, index: int) -> dict[str, np.ndarray]:
         example = self._examples[index]
         tokens = self._tokenizer.encode(input_text(self._spec, example))
         tokens = [*tokens[: self._inputs_length - 1], self._tokenizer.eos_id]
@@ -113,8 +113,6 @@ class EncodeTextToText(grain.transforms.Map):
             "decoder_input_tokens": np.concatenate([[0], targets[:-1]]).astype(np.int32),
             "decoder_loss_weights": (targets > 0).astype(np.float32),
             "label": label,
-            "example_weight": np.float32(real),
-            "example_index": np.int32(index if real else -1),
         }
 
 
@@ -203,87 +201,81 @@ def load_t5(config: ml_collections.ConfigDict):
     init = config.finetune.init
     if init == "random":
         for field in ("d_model", "num_heads", "d_ff", "num_encoder_layers", "num_decoder_layers"):
-            if config.model.get(field) is not None:
+            if config.model[field] is not None:
                 pretrain.model[field] = config.model[field]
-        model_config = objectives_t5.model_config(pretrain, tokenizer.vocab_size)
+        model_config = t5_task.model_config(pretrain, tokenizer.vocab_size)
         return dataclasses.replace(model_config, **dropout), tokenizer, None
     if init == "hf":
-        from bert_jax.export import t5 as export_t5
+        from bert_jax.export import hf
 
-        model_config, state = export_t5.load_hf(config.finetune.hf_dir)
+        model_config, state = hf.load_hf(config.finetune.hf_dir, kinds=("t5",))
         return dataclasses.replace(model_config, **dropout), tokenizer, lambda fresh: state
     if init != "pretrained":
         raise ValueError(f"config.finetune.init={init!r}; choose pretrained, hf or random")
     workdir = config.finetune.init_workdir
     saved = checkpoint_t5_config(workdir)
-    task = dataclasses.replace(
-        objectives.get_task(pretrain),
-        model_config=saved,
-        create_model=lambda rngs: models_t5.T5ForConditionalGeneration(saved, rngs=rngs),
-    )
 
     def initial_params(fresh):
-        mesh = sharding.create_mesh(config.mesh.shape)
-        with sharding.use_mesh(mesh, sharding.validate_rules(config.mesh.axis_rules)):
-            _, params, _ = evaluate.restore_params(pretrain, workdir, task, mesh)
+        # Parameters only: no pretraining task or optimizer is needed.
+        with sharding.mesh_context(config.mesh) as (mesh, rules):
+            _, params, _ = restore_params(workdir, model_spec(saved), mesh, rules)
         return params  # the whole encoder-decoder: the LM head is the task head
 
     return dataclasses.replace(saved, **dropout), tokenizer, initial_params
 
 
-def checkpoint_t5_config(workdir: str) -> models_t5.T5Config:
+def checkpoint_t5_config(workdir: str) -> t5.T5Config:
     """The T5Config saved with the latest checkpoint of a T5 pretraining workdir."""
-    kind, fields, _ = checkpoint_fingerprint(workdir)
-    if kind != "T5Config":
-        raise ValueError(f"{workdir} holds a {kind} model; model=t5 fine-tunes T5 checkpoints")
-    return models_t5.T5Config(**fields)
+    saved = saved_model_config(workdir)
+    if not isinstance(saved, t5.T5Config):
+        name = type(saved).__name__
+        raise ValueError(f"{workdir} holds a {name} model; model=t5 fine-tunes T5 checkpoints")
+    return saved
 
 
-def create_task(config: ml_collections.ConfigDict):
-    """The text-to-text task, its examples by split, and the output function of
-    `finetune.predict`: label scores ``[batch, num_labels]`` for classification; for
-    STS-B ``[batch, 2]`` (best score, expected score) whose first column
-    `finetune.official_scores` reads as the prediction."""
+def build_task(config: ml_collections.ConfigDict) -> FinetuneTask:
+    """The text-to-text task of ``config.finetune.task``. Its outputs are the label
+    scores ``[batch, num_labels]`` for classification; for STS-B ``[batch, 2]`` (best
+    score, expected score) whose first column `classification.official_scores` reads
+    as the prediction."""
     name = config.finetune.task
     if name not in LABEL_WORDS:
         raise ValueError(f"text-to-text fine-tuning covers {sorted(LABEL_WORDS)}, not {name!r}")
-    spec = finetune.task_spec(name)
+    spec = glue.task_spec(name)
     model_config, tokenizer, initial_params = load_t5(config)
     if tokenizer.vocab_size != model_config.vocab_size:
         raise ValueError(
             f"vocabulary {config.data.vocab_path} has {tokenizer.vocab_size} ids, the T5 model "
             f"{model_config.vocab_size}"
         )
-    splits = finetune.read_splits(config)
+    splits = classification.read_splits(config)
     targets = label_targets(tokenizer, LABEL_WORDS[name])
     label_scores = make_label_scores(targets)
     if spec.is_regression:
         check_stsb_scores(splits)
-        output_fn = make_stsb_predictions(label_scores)
-        eval_fn, finish_eval = make_stsb_eval_fn(output_fn), stsb_finish_eval
+        outputs_fn = make_stsb_predictions(label_scores)
+        eval_fn, finish_eval = make_stsb_eval_fn(outputs_fn), stsb_finish_eval
     else:
-        output_fn = label_scores
+        outputs_fn = label_scores
         eval_fn = classifier.make_eval_fn(spec.num_labels, False, label_scores)
         finish_eval = classifier.make_finish_eval(spec.num_labels, False)
-
-    def dataset_fn(split: str, global_batch_size: int) -> grain.IterDataset:
-        examples = splits["train" if split == "train" else finetune.eval_split_name(splits, split)]
-        ds = finetune.indexed_dataset(len(examples), split, global_batch_size, config.seed)
-        encode = EncodeTextToText(spec, examples, tokenizer, config.data.max_seq_length, targets)
-        per_host = global_batch_size // jax.process_count()
-        return ds.map(encode).to_iter_dataset().batch(per_host, drop_remainder=split == "train")
-
-    task = objectives.Task(
+    inputs_length = config.data.max_seq_length
+    objective = objectives.Task(
         tokenizer=tokenizer,
-        examples=None,
         model_config=model_config,
-        create_model=lambda rngs: models_t5.T5ForConditionalGeneration(model_config, rngs=rngs),
-        loss_fn=objectives_t5.make_loss_fn(0.0),
+        create_model=lambda rngs: t5.T5ForConditionalGeneration(model_config, rngs=rngs),
+        loss_fn=t5_task.make_loss_fn(0.0),
         eval_fn=eval_fn,
         finish_eval=finish_eval,
         eval_baselines=classifier.make_eval_baselines(spec.is_regression),
-        tokens_per_example=config.data.max_seq_length + targets.shape[1],
-        dataset_fn=dataset_fn,
+        tokens_per_example=inputs_length + targets.shape[1],
+        batches=batching.make_batches(
+            splits,
+            lambda rows: EncodeTextToText(spec, rows, tokenizer, inputs_length, targets),
+            config.seed,
+        ),
         initial_params=initial_params,
     )
-    return task, splits, output_fn
+    return FinetuneTask(
+        name, objective, splits, outputs_fn, classification.make_score(spec, splits)
+    )

@@ -12,8 +12,7 @@ their defaults.
 
 from __future__ import annotations
 
-import dataclasses
-
+from bert_jax.export.convert import Entry, linear, norm
 from bert_jax.models.bert import BertConfig
 
 KINDS = ("bert", "albert")
@@ -25,34 +24,6 @@ def check_kind(kind: str) -> None:
         raise ValueError(f"kind {kind!r} not in {KINDS}")
 
 
-@dataclasses.dataclass(frozen=True)
-class Entry:
-    """One parameter: our state path, the Hugging Face key, and how they relate.
-
-    Attributes:
-      part: 'encoder' entries must exist on import; 'pooler', 'mlm' and 'pair'
-        (heads) may be missing and then keep their fresh initialisation.
-    """
-
-    ours: str
-    hf: str
-    transpose: bool = False
-    part: str = "encoder"
-
-
-def _linear(ours: str, hf: str, part: str = "encoder") -> tuple[Entry, Entry]:
-    # kernel [in, out] <-> weight [out, in]
-    return Entry(f"{ours}/kernel", f"{hf}.weight", True, part), Entry(
-        f"{ours}/bias", f"{hf}.bias", False, part
-    )
-
-
-def _norm(ours: str, hf: str, part: str = "encoder") -> tuple[Entry, Entry]:
-    return Entry(f"{ours}/scale", f"{hf}.weight", False, part), Entry(
-        f"{ours}/bias", f"{hf}.bias", False, part
-    )
-
-
 _ATTENTION = "encoder/attention_sublayers/{a}"
 _FFN = "encoder/ffn_sublayers/{f}"
 _BERT_LAYER = "bert.encoder.layer.{i}"
@@ -62,41 +33,41 @@ BERT_TABLE: tuple[Entry, ...] = (
     Entry("encoder/embeddings/token/embedding", "bert.embeddings.word_embeddings.weight"),
     Entry("encoder/embeddings/position/embedding", "bert.embeddings.position_embeddings.weight"),
     Entry("encoder/embeddings/segment/embedding", "bert.embeddings.token_type_embeddings.weight"),
-    *_norm("encoder/embeddings/norm", "bert.embeddings.LayerNorm"),
-    *_linear(f"{_ATTENTION}/attention/query", f"{_BERT_LAYER}.attention.self.query"),
-    *_linear(f"{_ATTENTION}/attention/key", f"{_BERT_LAYER}.attention.self.key"),
-    *_linear(f"{_ATTENTION}/attention/value", f"{_BERT_LAYER}.attention.self.value"),
-    *_linear(f"{_ATTENTION}/attention/output", f"{_BERT_LAYER}.attention.output.dense"),
-    *_norm(f"{_ATTENTION}/norm", f"{_BERT_LAYER}.attention.output.LayerNorm"),
-    *_linear(f"{_FFN}/mlp/wi", f"{_BERT_LAYER}.intermediate.dense"),
-    *_linear(f"{_FFN}/mlp/wo", f"{_BERT_LAYER}.output.dense"),
-    *_norm(f"{_FFN}/norm", f"{_BERT_LAYER}.output.LayerNorm"),
-    *_linear("encoder/pooler", "bert.pooler.dense", "pooler"),
-    *_linear("mlm_transform", "cls.predictions.transform.dense", "mlm"),
-    *_norm("mlm_norm", "cls.predictions.transform.LayerNorm", "mlm"),
+    *norm("encoder/embeddings/norm", "bert.embeddings.LayerNorm"),
+    *linear(f"{_ATTENTION}/attention/query", f"{_BERT_LAYER}.attention.self.query"),
+    *linear(f"{_ATTENTION}/attention/key", f"{_BERT_LAYER}.attention.self.key"),
+    *linear(f"{_ATTENTION}/attention/value", f"{_BERT_LAYER}.attention.self.value"),
+    *linear(f"{_ATTENTION}/attention/output", f"{_BERT_LAYER}.attention.output.dense"),
+    *norm(f"{_ATTENTION}/norm", f"{_BERT_LAYER}.attention.output.LayerNorm"),
+    *linear(f"{_FFN}/mlp/wi", f"{_BERT_LAYER}.intermediate.dense"),
+    *linear(f"{_FFN}/mlp/wo", f"{_BERT_LAYER}.output.dense"),
+    *norm(f"{_FFN}/norm", f"{_BERT_LAYER}.output.LayerNorm"),
+    *linear("encoder/pooler", "bert.pooler.dense", "pooler"),
+    *linear("mlm_transform", "cls.predictions.transform.dense", "mlm"),
+    *norm("mlm_norm", "cls.predictions.transform.LayerNorm", "mlm"),
     Entry("mlm_bias", "cls.predictions.bias", part="mlm"),
-    *_linear("pair_classifier", "cls.seq_relationship", "pair"),
+    *linear("pair_classifier", "cls.seq_relationship", "pair"),
 )
 
 ALBERT_TABLE: tuple[Entry, ...] = (
     Entry("encoder/embeddings/token/embedding", "albert.embeddings.word_embeddings.weight"),
     Entry("encoder/embeddings/position/embedding", "albert.embeddings.position_embeddings.weight"),
     Entry("encoder/embeddings/segment/embedding", "albert.embeddings.token_type_embeddings.weight"),
-    *_norm("encoder/embeddings/norm", "albert.embeddings.LayerNorm"),
-    *_linear("encoder/embedding_projection", "albert.encoder.embedding_hidden_mapping_in"),
-    *_linear(f"{_ATTENTION}/attention/query", f"{_ALBERT_LAYER}.attention.query"),
-    *_linear(f"{_ATTENTION}/attention/key", f"{_ALBERT_LAYER}.attention.key"),
-    *_linear(f"{_ATTENTION}/attention/value", f"{_ALBERT_LAYER}.attention.value"),
-    *_linear(f"{_ATTENTION}/attention/output", f"{_ALBERT_LAYER}.attention.dense"),
-    *_norm(f"{_ATTENTION}/norm", f"{_ALBERT_LAYER}.attention.LayerNorm"),
-    *_linear(f"{_FFN}/mlp/wi", f"{_ALBERT_LAYER}.ffn"),
-    *_linear(f"{_FFN}/mlp/wo", f"{_ALBERT_LAYER}.ffn_output"),
-    *_norm(f"{_FFN}/norm", f"{_ALBERT_LAYER}.full_layer_layer_norm"),
-    *_linear("encoder/pooler", "albert.pooler", "pooler"),
-    *_linear("mlm_transform", "predictions.dense", "mlm"),
-    *_norm("mlm_norm", "predictions.LayerNorm", "mlm"),
+    *norm("encoder/embeddings/norm", "albert.embeddings.LayerNorm"),
+    *linear("encoder/embedding_projection", "albert.encoder.embedding_hidden_mapping_in"),
+    *linear(f"{_ATTENTION}/attention/query", f"{_ALBERT_LAYER}.attention.query"),
+    *linear(f"{_ATTENTION}/attention/key", f"{_ALBERT_LAYER}.attention.key"),
+    *linear(f"{_ATTENTION}/attention/value", f"{_ALBERT_LAYER}.attention.value"),
+    *linear(f"{_ATTENTION}/attention/output", f"{_ALBERT_LAYER}.attention.dense"),
+    *norm(f"{_ATTENTION}/norm", f"{_ALBERT_LAYER}.attention.LayerNorm"),
+    *linear(f"{_FFN}/mlp/wi", f"{_ALBERT_LAYER}.ffn"),
+    *linear(f"{_FFN}/mlp/wo", f"{_ALBERT_LAYER}.ffn_output"),
+    *norm(f"{_FFN}/norm", f"{_ALBERT_LAYER}.full_layer_layer_norm"),
+    *linear("encoder/pooler", "albert.pooler", "pooler"),
+    *linear("mlm_transform", "predictions.dense", "mlm"),
+    *norm("mlm_norm", "predictions.LayerNorm", "mlm"),
     Entry("mlm_bias", "predictions.bias", part="mlm"),
-    *_linear("pair_classifier", "sop_classifier.classifier", "pair"),
+    *linear("pair_classifier", "sop_classifier.classifier", "pair"),
 )
 
 TABLES = {"bert": BERT_TABLE, "albert": ALBERT_TABLE}

@@ -38,17 +38,15 @@ import jax
 import ml_collections
 from flax import nnx
 
-from bert_jax import evaluate, objectives, sharding
+from bert_jax import objectives, sharding
 from bert_jax.data.tokenizer import Tokenizer
-from bert_jax.export import bert as export_bert
-from bert_jax.export import t5 as export_t5
-from bert_jax.models import bert as models_bert
-from bert_jax.models import layer_stack
-from bert_jax.models import t5 as models_t5
+from bert_jax.export import bert_weights, convert, t5_weights
+from bert_jax.models import bert, layer_stack, t5
 from bert_jax.models.bert import BertConfig
 from bert_jax.models.t5_config import T5Config
+from bert_jax.state import restore_params
 
-KINDS = ("bert", "albert", "t5")
+KINDS = (*bert_weights.KINDS, "t5")
 # Hyperparameters that do not change what a checkpoint computes at inference, and
 # the parameter layout (an import is stacked to the config's `scan_layers`).
 _TRAINING_ONLY_FIELDS = {
@@ -81,10 +79,9 @@ def export_checkpoint(config: ml_collections.ConfigDict, workdir: str, out_dir: 
         raise FileNotFoundError(
             f"no checkpoint in workdir {workdir!r}: run `bert-jax pretrain` with --workdir first"
         )
-    mesh = sharding.create_mesh(config.mesh.shape)
-    task = objectives.get_task(config)
-    with sharding.use_mesh(mesh, config.mesh.axis_rules):
-        _, params, step = evaluate.restore_params(config, workdir, task, mesh)
+    task = objectives.get_task(config)  # the tokenizer and model config the export writes
+    with sharding.mesh_context(config.mesh) as (mesh, rules):
+        _, params, step = restore_params(workdir, task, mesh, rules)
     if jax.process_count() > 1:  # parameters may be sharded over hosts: gather them
         from jax.experimental import multihost_utils
 
@@ -105,10 +102,10 @@ def export_params(
     """Writes config.json, model.safetensors and the tokenizer files of ``params``."""
     _kind(kind, "kind")
     if kind == "t5":
-        export_t5.save_hf(params, model_config, out_dir)
+        t5_weights.save_hf(params, model_config, out_dir)
     else:
         # ALBERT's convention: [CLS] begins and [SEP] ends a sequence.
-        export_bert.save_hf(
+        bert_weights.save_hf(
             params,
             model_config,
             kind,
@@ -201,7 +198,8 @@ def import_hf(hf_dir: str, config: ml_collections.ConfigDict | BertConfig | T5Co
     `T5ForConditionalGeneration` params.
 
     Args:
-      hf_dir: holds config.json and model.safetensors (or pytorch_model.bin for BERT).
+      hf_dir: holds config.json and model.safetensors (sharded or not; or
+        pytorch_model.bin, which needs torch).
       config: the run config the params must fit (its model is built as
         ``objectives.get_task(config)`` builds it), or that model config itself.
         The params come in its layout (stacked when ``scan_layers``).
@@ -222,14 +220,36 @@ def import_hf(hf_dir: str, config: ml_collections.ConfigDict | BertConfig | T5Co
         expected = objectives.get_task(config).model_config
     else:
         expected = config
+    loaded = _config_from_hf(kind, hf_fields)
     # Check the architecture before reading (possibly gigabytes of) weights.
+    check_fits(loaded, expected, origin=hf_dir)
+    state_dict = convert.read_state_dict(hf_dir)
     if kind == "t5":
-        check_fits(export_t5.config_from_hf(hf_fields), expected, origin=hf_dir)
-        _, state = export_t5.load_hf(hf_dir)
-        return models_t5.stack_layers(state, expected)
-    check_fits(export_bert.config_from_hf(hf_fields, kind), expected, origin=hf_dir)
-    _, state = export_bert.load_hf(hf_dir, kind)
-    return models_bert.stack_layers(state, expected)
+        return t5.stack_layers(t5_weights.from_hf_state_dict(state_dict, loaded), expected)
+    state = bert_weights.from_hf_state_dict(state_dict, loaded, kind)
+    return bert.stack_layers(state, expected)
+
+
+def load_hf(hf_dir: str, kinds: tuple[str, ...] = KINDS) -> tuple[BertConfig | T5Config, nnx.State]:
+    """The model config a Hugging Face directory describes, and its parameters.
+
+    For callers that take the architecture from the directory (fine-tuning with
+    ``init=hf``): `import_hf` against the directory's own config.
+
+    Raises:
+      ValueError: the directory's model_type is not one of ``kinds``.
+    """
+    kind, hf_fields = read_hf_config(hf_dir)
+    if kind not in kinds:
+        raise ValueError(f"{hf_dir}/config.json: model_type {kind!r}, this needs one of {kinds}")
+    config = _config_from_hf(kind, hf_fields)
+    return config, import_hf(hf_dir, config)
+
+
+def _config_from_hf(kind: str, hf_fields: dict) -> BertConfig | T5Config:
+    if kind == "t5":
+        return t5_weights.config_from_hf(hf_fields)
+    return bert_weights.config_from_hf(hf_fields, kind)
 
 
 def check_fits(

@@ -36,7 +36,6 @@ __all__ = [
     "BertConfig",
     "BertForPreTraining",
     "BertModel",
-    "count_params",
     "sized_config",
     "stack_layers",
     "unstack_layers",
@@ -288,11 +287,3 @@ def unstack_layers(state: nnx.State, config: BertConfig) -> nnx.State:
     if config.layer_mode != "stacked":
         return state
     return layer_stack.unstack_layers(state, LAYER_PREFIXES)
-
-
-def count_params(model_or_state: nnx.Module | nnx.State) -> int:
-    """Number of parameters of a model or state; works on `nnx.eval_shape` results."""
-    state = model_or_state
-    if isinstance(model_or_state, nnx.Module):
-        state = nnx.state(model_or_state, nnx.Param)
-    return sum(leaf.size for leaf in jax.tree.leaves(state))

@@ -1,7 +1,7 @@
 """T5 encoder-decoder (v1.0 and v1.1) in Flax NNX.
 
 Matches Hugging Face ``T5ForConditionalGeneration`` numerically (see
-``bert_jax/export/t5.py`` and its parity test) and t5x's initialisation and
+``bert_jax/export/t5_weights.py`` and its parity test) and t5x's initialisation and
 logical axis names. Packed rows are supported: attention never crosses segment
 boundaries and relative positions come from ``*_positions`` when given.
 With ``scan_layers`` each stack's layers are stacked on a leading ``layers`` axis

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from bert_jax.objectives import span_corruption as sc
+from bert_jax.objectives import span_corruption
 
 ROW_MASKS = ("spans", "iid")  # 'prefix' draws one bounded integer per chunk: chunk by chunk
 
@@ -26,7 +26,7 @@ def noise_masks(kind: str, count: int, length: int, config, rng) -> np.ndarray:
     """`count` noise masks, bool [count, length], exactly as `count` calls of the 1-D
     function draw them. `kind` is one of ROW_MASKS; `config` is the T5DataConfig."""
     if kind == "spans":
-        return sc.random_spans_noise_masks(
+        return span_corruption.random_spans_noise_masks(
             count, length, config.noise_density, config.mean_noise_span_length, rng
         )
     if kind == "iid":  # one fill draws the same doubles as `count` fills of `length`
@@ -41,20 +41,20 @@ def _span_starts(mask: np.ndarray) -> np.ndarray:
     return starts
 
 
-def _unique_sentinel(tokens, mask, vocab: sc.DenoisingVocab):
+def _unique_sentinel(tokens, mask, vocab: span_corruption.DenoisingVocab):
     first = _span_starts(mask)
     span_index = np.minimum(np.cumsum(first, axis=1) - 1, len(vocab.sentinel_ids) - 1)
     sentinels = vocab.sentinel_ids[np.maximum(span_index, 0)]  # [chunks, length]
     return np.where(first, sentinels, tokens), ~mask | first
 
 
-def _same_sentinel(tokens, mask, vocab: sc.DenoisingVocab):
+def _same_sentinel(tokens, mask, vocab: span_corruption.DenoisingVocab):
     first = _span_starts(mask)
     return np.where(first, vocab.sentinel_ids[0], tokens), ~mask | first
 
 
 def _nonnoise_unique_sentinel(tokens, mask, vocab):
-    # A virtual non-noise token in front, as sc.nonnoise_span_to_unique_sentinel does.
+    # A virtual non-noise token in front, as span_corruption.nonnoise_span_to_unique_sentinel does.
     count = len(tokens)
     with_virtual = np.concatenate([np.zeros((count, 1), tokens.dtype), tokens], axis=1)
     kept = np.concatenate([np.ones((count, 1), bool), ~mask], axis=1)

@@ -34,8 +34,7 @@ import logging
 import numpy as np
 
 from bert_jax.data import packing
-from bert_jax.objectives import denoise_rows
-from bert_jax.objectives import span_corruption as sc
+from bert_jax.objectives import denoise_rows, span_corruption
 from bert_jax.objectives.t5_presets import ALIASES, PRESETS, T5DataConfig
 
 __all__ = ["ALIASES", "PRESETS", "T5DataConfig", "T5Objective"]
@@ -55,28 +54,30 @@ class T5Objective:
 
     def __init__(self, data_config: T5DataConfig, tokenizer):
         self.config = data_config
-        self.vocab = sc.DenoisingVocab.from_tokenizer(tokenizer)
+        self.vocab = span_corruption.DenoisingVocab.from_tokenizer(tokenizer)
         self.eos_id = int(tokenizer.eos_id)
         self.inputs_length = data_config.inputs_length
-        self._inputs_fn = sc.NOISE_FUNCTIONS[data_config.inputs_fn]
+        self._inputs_fn = span_corruption.NOISE_FUNCTIONS[data_config.inputs_fn]
         if data_config.inputs_fn == "noise_token_to_random_token_or_sentinel":
             self._inputs_fn = functools.partial(
                 self._inputs_fn, random_prob=data_config.random_token_prob
             )
         self._targets_fn = (
-            None if data_config.targets_fn is None else sc.NOISE_FUNCTIONS[data_config.targets_fn]
+            None
+            if data_config.targets_fn is None
+            else span_corruption.NOISE_FUNCTIONS[data_config.targets_fn]
         )
         self.tokens_length, self.targets_length = self._plan_lengths()
 
     def _noise_mask(self, length: int, rng: np.random.Generator) -> np.ndarray:
         config = self.config
         if config.noise_mask == "spans":
-            return sc.random_spans_noise_mask(
+            return span_corruption.random_spans_noise_mask(
                 length, config.noise_density, config.mean_noise_span_length, rng
             )
         if config.noise_mask == "prefix":
-            return sc.prefix_noise_mask(length, rng)
-        return sc.iid_noise_mask(length, config.noise_density, rng)
+            return span_corruption.prefix_noise_mask(length, rng)
+        return span_corruption.iid_noise_mask(length, config.noise_density, rng)
 
     def _plan_lengths(self) -> tuple[int, int]:
         """(raw tokens per chunk, targets length) so examples fit the encoder and decoder."""
@@ -84,7 +85,7 @@ class T5Objective:
         extra_inputs = _EXTRA_PER_SPAN_INPUTS.get(config.inputs_fn)
         extra_targets = _EXTRA_PER_SPAN_TARGETS.get(config.targets_fn)
         if config.noise_mask == "spans" and extra_inputs is not None and extra_targets is not None:
-            tokens_length, targets_length = sc.span_corruption_lengths(
+            tokens_length, targets_length = span_corruption.span_corruption_lengths(
                 self.inputs_length,
                 config.noise_density,
                 config.mean_noise_span_length,
@@ -109,7 +110,9 @@ class T5Objective:
             return tokens_length + 1
         rng = np.random.default_rng(0)
         masks = [self._noise_mask(tokens_length, rng) for _ in range(1000)]
-        lengths = [sc.encoded_token_counts(self.config.targets_fn, m).sum() + 1 for m in masks]
+        lengths = [
+            span_corruption.encoded_token_counts(self.config.targets_fn, m).sum() + 1 for m in masks
+        ]
         most_spans = max(int(m[0]) + int(np.sum(m[1:] & ~m[:-1])) for m in masks)
         if "unique" in self.config.inputs_fn and most_spans > len(self.vocab.sentinel_ids):
             logger.warning(
@@ -124,8 +127,12 @@ class T5Objective:
 
     def _cut_to_fit(self, tokens: np.ndarray, noise_mask: np.ndarray):
         """The longest prefix of a chunk whose encoded inputs and targets fit (rarely needed)."""
-        inputs_so_far = np.cumsum(sc.encoded_token_counts(self.config.inputs_fn, noise_mask))
-        targets_so_far = np.cumsum(sc.encoded_token_counts(self.config.targets_fn, noise_mask))
+        inputs_so_far = np.cumsum(
+            span_corruption.encoded_token_counts(self.config.inputs_fn, noise_mask)
+        )
+        targets_so_far = np.cumsum(
+            span_corruption.encoded_token_counts(self.config.targets_fn, noise_mask)
+        )
         keep = min(
             np.searchsorted(inputs_so_far, self.inputs_length - 1, side="right"),  # room for EOS
             np.searchsorted(targets_so_far, self.targets_length - 1, side="right"),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 from bert_jax.data import packing
-from bert_jax.objectives import span_corruption as sc
+from bert_jax.objectives import span_corruption
 
 _SPANS_U_U = {
     "noise_mask": "spans",
@@ -119,8 +119,10 @@ class T5DataConfig:
             raise ValueError(f"{where}: noise_mask={self.noise_mask!r} not in {NOISE_MASKS}")
         for field in ("inputs_fn", "targets_fn"):
             value = getattr(self, field)
-            if value is not None and value not in sc.NOISE_FUNCTIONS:
-                raise ValueError(f"{where}: {field}={value!r} not in {sorted(sc.NOISE_FUNCTIONS)}")
+            if value is not None and value not in span_corruption.NOISE_FUNCTIONS:
+                raise ValueError(
+                    f"{where}: {field}={value!r} not in {sorted(span_corruption.NOISE_FUNCTIONS)}"
+                )
         if not 0.0 < self.noise_density <= 1.0:
             raise ValueError(f"{where}: noise_density={self.noise_density} not in (0, 1]")
         if self.inputs_length < 4:
@@ -140,12 +142,13 @@ class T5DataConfig:
     def from_config(cls, config) -> T5DataConfig:
         """From the run config: data.max_seq_length, objective.name and its overrides.
 
-        Objective fields that are absent or None keep the preset's value.
+        Objective fields that are None keep the preset's value (configs/t5.py has them all).
         """
         objective = config.objective
+        missing = [field for field in _OVERRIDABLE if field not in objective]
+        if missing:
+            raise ValueError(f"config.objective lacks {missing}: start from configs/t5.py")
         overrides = {
-            field: objective.get(field)
-            for field in _OVERRIDABLE
-            if objective.get(field, None) is not None
+            field: objective[field] for field in _OVERRIDABLE if objective[field] is not None
         }
         return cls.preset(objective.name, int(config.data.max_seq_length), **overrides)

@@ -7,9 +7,9 @@ import json
 
 import grain
 import jax
-import ml_collections
 import numpy as np
 import pytest
+from conftest import base_config_with
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from bert_jax.data import pipeline, sources
@@ -59,7 +59,7 @@ def tokenizer(vocab_path):
 @pytest.fixture(scope="module")
 def config(tmp_path_factory):
     train_pattern = write_corpus(tmp_path_factory.mktemp("corpus"))
-    return ml_collections.ConfigDict(
+    return base_config_with(
         dict(
             seed=7,
             data=dict(
@@ -168,9 +168,9 @@ def test_two_grain_workers_resume_exactly(config, tokenizer):
 
 
 def test_real_bert_objective_on_the_sample_corpus(corpus_dir, tokenizer):
-    from bert_jax.objectives.bert import BertDataConfig, BertObjective
+    from bert_jax.objectives.bert_task import BertDataConfig, BertObjective
 
-    config = ml_collections.ConfigDict(
+    config = base_config_with(
         dict(
             seed=0,
             data=dict(

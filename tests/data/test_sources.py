@@ -7,8 +7,8 @@ import itertools
 import json
 import logging
 
-import ml_collections
 import pytest
+from conftest import base_config_with
 
 from bert_jax.data import c4_tfds, sources
 
@@ -21,19 +21,21 @@ def write_shard(path, texts):
 
 
 def data_config(**overrides):
-    config = ml_collections.ConfigDict(
-        dict(
-            source="jsonl",
-            train_pattern="",
-            eval_pattern="",
-            tfds_name="c4_shards",
-            tfds_data_dir="",
-            train_split="train",
-            eval_split="validation",
-            text_field="text",
-            cycle_length=2,
-        )
-    )
+    config = base_config_with(
+        {
+            "data": dict(
+                source="jsonl",
+                train_pattern="",
+                eval_pattern="",
+                tfds_name="c4_shards",
+                tfds_data_dir="",
+                train_split="train",
+                eval_split="validation",
+                text_field="text",
+                cycle_length=2,
+            )
+        }
+    ).data
     config.update(overrides)
     return config
 

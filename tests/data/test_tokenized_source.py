@@ -6,13 +6,13 @@ import gzip
 import json
 import shutil
 
-import ml_collections
 import numpy as np
 import pytest
+from conftest import base_config_with
 
 from bert_jax.data import pipeline, sources, tokenized_source
 from bert_jax.data.tokenizer import Tokenizer
-from bert_jax.objectives.bert import BertDataConfig, BertObjective
+from bert_jax.objectives.bert_task import BertDataConfig, BertObjective
 from bert_jax.objectives.t5_data import T5DataConfig, T5Objective
 from data_prep import tokenize_shards
 
@@ -35,7 +35,7 @@ def corpus(tmp_path_factory, corpus_dir, vocab_path):
 
 
 def make_config(source, pattern, vocab_path, **data):
-    return ml_collections.ConfigDict(
+    return base_config_with(
         dict(
             seed=3,
             data=dict(

@@ -109,6 +109,15 @@ def test_missing_model_names_the_fix(tmp_path):
         Tokenizer(str(tmp_path / "missing.model"))
 
 
+def test_a_directory_or_a_corrupt_model_is_a_value_error_naming_it(tmp_path):
+    # sentencepiece raises a bare RuntimeError, which the CLI shows as a traceback.
+    (tmp_path / "garbage.model").write_bytes(b"not a model")
+    for path in (tmp_path, tmp_path / "garbage.model"):
+        with pytest.raises(ValueError, match="config.data.vocab_path") as error:
+            Tokenizer(str(path))
+        assert repr(str(path)) in str(error.value)
+
+
 def test_wrong_id_layout_is_rejected(tmp_path):
     # A model trained with sentencepiece's default layout: <unk>=0, <s>=1, </s>=2.
     sentences = split_sentences(TEXT + " Another sentence. " * 5) * 20

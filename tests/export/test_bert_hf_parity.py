@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from bert_jax.export import bert as export
+from bert_jax.export import bert_weights, hf
 from bert_jax.models import bert
 
 torch = pytest.importorskip("torch")
@@ -114,17 +114,17 @@ def test_export_matches_transformers(case, tmp_path):
     # Eager on purpose: repeated layers reuse compiled ops; jit would compile each
     # unrolled layer (18 in one case).
     ours = model(*(jnp.asarray(x) for x in inputs()))
-    export.save_hf(model, config, kind, str(tmp_path))
+    bert_weights.save_hf(model, config, kind, str(tmp_path))
     hf_model = getattr(transformers, HF_CLASSES[kind]).from_pretrained(str(tmp_path)).eval()
     diffs = max_diffs(ours, hf_logits(hf_model, kind))
     print(f"{case}: max |mlm diff| {diffs[0]:.2e}, max |pair diff| {diffs[1]:.2e}")
     assert max(diffs) < TOLERANCE
     # Reading the directory back gives the same config (unless sharing was unrolled)
     # and the same weights.
-    loaded_config, loaded_state = export.load_hf(str(tmp_path))
+    loaded_config, loaded_state = hf.load_hf(str(tmp_path))
     assert (loaded_config == config) == (case != "albert_attention_shared_unrolled")
-    saved = export.to_hf_state_dict(model, config, kind)
-    for key, value in export.to_hf_state_dict(loaded_state, loaded_config, kind).items():
+    saved = bert_weights.to_hf_state_dict(model, config, kind)
+    for key, value in bert_weights.to_hf_state_dict(loaded_state, loaded_config, kind).items():
         np.testing.assert_array_equal(value, saved[key], err_msg=key)
 
 
@@ -147,15 +147,15 @@ def test_import_from_transformers(kind):
     # Same shapes as the export cases, so eager ops compiled there are reused.
     hf_config = config_class(vocab_size=VOCAB, max_position_embeddings=32, **IMPORT_CASES[kind])
     hf_model = randomize_torch(getattr(transformers, HF_CLASSES[kind])(hf_config), seed=2)
-    config = export.config_from_hf(hf_config.to_dict())
-    state = export.from_hf_state_dict(hf_model.state_dict(), config, kind)
+    config = bert_weights.config_from_hf(hf_config.to_dict())
+    state = bert_weights.from_hf_state_dict(hf_model.state_dict(), config, kind)
     model = nnx.merge(graphdef(config), state)
     diffs = max_diffs(model(*(jnp.asarray(x) for x in inputs())), hf_logits(hf_model, kind))
     print(f"import {kind}: max |mlm diff| {diffs[0]:.2e}, max |pair diff| {diffs[1]:.2e}")
     assert max(diffs) < TOLERANCE
-    assert export.config_from_hf(export.hf_config(config, kind).to_dict()) == config
+    assert bert_weights.config_from_hf(bert_weights.hf_config(config, kind).to_dict()) == config
     # And back: our export reproduces the original state_dict exactly.
-    exported = export.to_hf_state_dict(state, config, kind, include_tied=True)
+    exported = bert_weights.to_hf_state_dict(state, config, kind, include_tied=True)
     original = hf_model.state_dict()
     for key, value in exported.items():
         np.testing.assert_array_equal(value, original[key].numpy(), err_msg=key)
@@ -171,7 +171,7 @@ def test_load_bare_encoder_from_pytorch_bin_keeps_fresh_heads(tmp_path, caplog):
     torch.save(hf_model.state_dict(), tmp_path / "pytorch_model.bin")
     hf_config.to_json_file(tmp_path / "config.json")
     with caplog.at_level(logging.WARNING):
-        config, state = export.load_hf(str(tmp_path))
+        config, state = hf.load_hf(str(tmp_path))
     assert "cls.predictions.bias" in caplog.text and "cls.seq_relationship.weight" in caplog.text
     model = nnx.merge(graphdef(config), state)
     input_ids, segment_ids, input_mask = inputs()
@@ -189,26 +189,26 @@ def test_load_bare_encoder_from_pytorch_bin_keeps_fresh_heads(tmp_path, caplog):
 def test_unsupported_layouts_raise_clear_errors():
     factorised = bert.BertConfig(VOCAB, 32, 2, 2, 24, embedding_size=16)
     with pytest.raises(ValueError, match="embedding_size"):
-        export.to_hf_state_dict(random_model(factorised, 0), factorised, "bert")
+        bert_weights.to_hf_state_dict(random_model(factorised, 0), factorised, "bert")
     shared_ffn = bert.BertConfig(VOCAB, 32, 2, 2, 24, share_mode="ffn")
     with pytest.raises(ValueError, match="share_mode"):
-        export.from_hf_state_dict({}, shared_ffn, "bert")
+        bert_weights.from_hf_state_dict({}, shared_ffn, "bert")
     with pytest.raises(ValueError, match="inner_group_num"):
-        export.config_from_hf(
+        bert_weights.config_from_hf(
             dict(
                 model_type="albert", vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2,
                 num_attention_heads=2, intermediate_size=24, inner_group_num=2,
             )
         )  # fmt: skip
     config = bert.BertConfig(VOCAB, 32, 1, 2, 24)
-    state_dict = export.to_hf_state_dict(random_model(config, 0), config, "bert")
+    state_dict = bert_weights.to_hf_state_dict(random_model(config, 0), config, "bert")
     del state_dict["bert.encoder.layer.0.output.dense.weight"]
     with pytest.raises(KeyError, match="output.dense.weight"):
-        export.from_hf_state_dict(state_dict, config, "bert")
+        bert_weights.from_hf_state_dict(state_dict, config, "bert")
     wider = bert.BertConfig(VOCAB, 32, 1, 2, 28)
     with pytest.raises(ValueError, match="intermediate.dense.weight"):
-        export.from_hf_state_dict(
-            export.to_hf_state_dict(random_model(config, 0), config, "bert"), wider, "bert"
+        bert_weights.from_hf_state_dict(
+            bert_weights.to_hf_state_dict(random_model(config, 0), config, "bert"), wider, "bert"
         )
 
 
@@ -222,14 +222,14 @@ def test_scanned_layout_exports_the_same_directory(case, tmp_path):
     scanned = nnx.merge(
         graphdef(scanned_config), bert.stack_layers(nnx.state(model, nnx.Param), scanned_config)
     )
-    export.save_hf(model, config, kind, str(tmp_path / "loop"))
-    export.save_hf(scanned, scanned_config, kind, str(tmp_path / "scan"))
+    bert_weights.save_hf(model, config, kind, str(tmp_path / "loop"))
+    bert_weights.save_hf(scanned, scanned_config, kind, str(tmp_path / "scan"))
     for name in ("config.json", "model.safetensors"):
         assert (tmp_path / "loop" / name).read_bytes() == (tmp_path / "scan" / name).read_bytes()
     # The scanned model itself matches transformers, and imports into its own layout.
     hf_model = getattr(transformers, HF_CLASSES[kind]).from_pretrained(str(tmp_path / "scan"))
     theirs = hf_logits(hf_model.eval(), kind)
     assert max(max_diffs(scanned(*map(jnp.asarray, inputs())), theirs)) < TOLERANCE
-    state = export.from_hf_state_dict(hf_model.state_dict(), scanned_config, kind)
+    state = bert_weights.from_hf_state_dict(hf_model.state_dict(), scanned_config, kind)
     imported = nnx.merge(graphdef(scanned_config), state)
     assert max(max_diffs(imported(*map(jnp.asarray, inputs())), theirs)) < TOLERANCE

@@ -21,8 +21,7 @@ import pytest
 from conftest import REPO_ROOT
 from flax import nnx
 
-from bert_jax.export import bert as export_bert
-from bert_jax.export import hf
+from bert_jax.export import bert_weights, hf
 from bert_jax.models import bert
 
 torch = pytest.importorskip("torch")
@@ -66,7 +65,7 @@ def test_minilm_hidden_states_match_transformers(minilm_dir):
     with torch.no_grad():
         theirs = hf_model(**{k: torch.tensor(v) for k, v in batch.items()})
 
-    config = export_bert.config_from_hf(hf_model.config.to_dict())
+    config = bert_weights.config_from_hf(hf_model.config.to_dict())
     assert (config.num_layers, config.hidden_size, config.vocab_size) == (6, 384, 30522)
     state = hf.import_hf(minilm_dir, config)  # the checkpoint has no heads: fresh ones
     graphdef = nnx.graphdef(

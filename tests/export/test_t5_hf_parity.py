@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from bert_jax.export import t5 as t5_export
+from bert_jax.export import hf, t5_weights
 from bert_jax.models.t5 import T5ForConditionalGeneration, t5_config
 from bert_jax.models.t5_layers import relative_position_bucket
 
@@ -71,12 +71,12 @@ def hf_logits(hf_model, encoder_tokens, decoder_tokens) -> np.ndarray:
 def test_state_round_trips_through_hf_names():
     config = t5_config("tiny", "v1_1", vocab_size=VOCAB, num_encoder_layers=1, num_decoder_layers=1)
     state = nnx.state(T5ForConditionalGeneration(config, rngs=nnx.Rngs(3)))
-    state_dict = t5_export.to_hf_state_dict(state, config)
+    state_dict = t5_weights.to_hf_state_dict(state, config)
     assert "lm_head.weight" in state_dict and state_dict["lm_head.weight"].shape == (VOCAB, 128)
     q = state_dict["encoder.block.0.layer.0.SelfAttention.q.weight"]
     ours = state["encoder"]["layers"][0]["self_attention"]["query"]["kernel"].get_value()
     np.testing.assert_array_equal(q, np.asarray(ours).T)
-    restored = t5_export.from_hf_state_dict(state_dict, config)
+    restored = t5_weights.from_hf_state_dict(state_dict, config)
     for (path, a), (_, b) in zip(
         nnx.to_flat_state(state), nnx.to_flat_state(restored), strict=True
     ):
@@ -86,7 +86,7 @@ def test_state_round_trips_through_hf_names():
 
 def test_from_hf_state_dict_rejects_bad_checkpoints():
     config = t5_config("tiny", "v1_0", vocab_size=VOCAB, num_encoder_layers=1, num_decoder_layers=1)
-    state_dict = t5_export.to_hf_state_dict(
+    state_dict = t5_weights.to_hf_state_dict(
         nnx.state(T5ForConditionalGeneration(config, rngs=nnx.Rngs(0))), config
     )
     # Tied checkpoints may carry lm_head (equal to shared) and HF's duplicates.
@@ -94,27 +94,29 @@ def test_from_hf_state_dict_rejects_bad_checkpoints():
         "lm_head.weight": state_dict["shared.weight"],
         "encoder.embed_tokens.weight": state_dict["shared.weight"],
     }
-    t5_export.from_hf_state_dict({**state_dict, **extra}, config)
+    t5_weights.from_hf_state_dict({**state_dict, **extra}, config)
     with pytest.raises(ValueError, match="lm_head"):
-        t5_export.from_hf_state_dict(
+        t5_weights.from_hf_state_dict(
             {**state_dict, "lm_head.weight": np.zeros((VOCAB, 128))}, config
         )
     missing = dict(state_dict)
     del missing["decoder.final_layer_norm.weight"]
     with pytest.raises(KeyError, match="decoder.final_layer_norm.weight"):
-        t5_export.from_hf_state_dict(missing, config)
+        t5_weights.from_hf_state_dict(missing, config)
     with pytest.raises(KeyError, match="surprise"):
-        t5_export.from_hf_state_dict({**state_dict, "surprise": np.zeros(1)}, config)
+        t5_weights.from_hf_state_dict({**state_dict, "surprise": np.zeros(1)}, config)
     wrong = {**state_dict, "encoder.final_layer_norm.weight": np.ones(7)}
     with pytest.raises(ValueError, match="encoder.final_layer_norm.weight"):
-        t5_export.from_hf_state_dict(wrong, config)
+        t5_weights.from_hf_state_dict(wrong, config)
 
 
 def test_config_round_trips_through_hf_dict():
     for config in PARITY_CONFIGS.values():
-        assert t5_export.config_from_hf(t5_export.hf_config_dict(config)) == config
+        assert t5_weights.config_from_hf(t5_weights.hf_config_dict(config)) == config
     with pytest.raises(ValueError, match="feed_forward_proj"):
-        t5_export.config_from_hf({**t5_export.hf_config_dict(config), "feed_forward_proj": "silu"})
+        t5_weights.config_from_hf(
+            {**t5_weights.hf_config_dict(config), "feed_forward_proj": "silu"}
+        )
 
 
 @pytest.mark.slow
@@ -153,7 +155,7 @@ def test_logits_match_transformers_both_directions(name, tmp_path):
     # Ours -> HF: save_hf, load with transformers' own loader.
     model = build(config)
     ours = np.asarray(forward(model, jnp.asarray(encoder_tokens), jnp.asarray(decoder_tokens)))
-    t5_export.save_hf(nnx.state(model), config, tmp_path)
+    t5_weights.save_hf(nnx.state(model), config, tmp_path)
     hf_model, info = transformers.T5ForConditionalGeneration.from_pretrained(
         tmp_path, output_loading_info=True
     )
@@ -161,12 +163,12 @@ def test_logits_match_transformers_both_directions(name, tmp_path):
     theirs = hf_logits(hf_model.eval(), encoder_tokens, decoder_tokens)
     export_diff = np.abs(ours - theirs).max()
     assert export_diff < 1e-4, export_diff
-    loaded_config, _ = t5_export.load_hf(tmp_path)
+    loaded_config, _ = hf.load_hf(str(tmp_path))
     assert loaded_config == config
 
     # HF -> ours: a random transformers model imported from its state_dict.
     torch.manual_seed(0)
-    hf_model = transformers.T5ForConditionalGeneration(t5_export.hf_config(config)).eval()
+    hf_model = transformers.T5ForConditionalGeneration(t5_weights.hf_config(config)).eval()
     with torch.no_grad():
         for key, parameter in hf_model.named_parameters():
             if key.endswith("layer_norm.weight"):
@@ -175,9 +177,9 @@ def test_logits_match_transformers_both_directions(name, tmp_path):
         # transformers>=5 ties lm_head at construction; give it its own weights.
         hf_model.lm_head.weight = torch.nn.Parameter(0.05 * torch.randn(VOCAB, config.d_model))
     theirs = hf_logits(hf_model, encoder_tokens, decoder_tokens)
-    imported_config = t5_export.config_from_hf(hf_model.config)
+    imported_config = t5_weights.config_from_hf(hf_model.config)
     assert imported_config == config
-    state = t5_export.from_hf_state_dict(hf_model.state_dict(), imported_config)
+    state = t5_weights.from_hf_state_dict(hf_model.state_dict(), imported_config)
     imported = build(config, state)
     ours = np.asarray(forward(imported, jnp.asarray(encoder_tokens), jnp.asarray(decoder_tokens)))
     import_diff = np.abs(ours - theirs).max()
@@ -191,13 +193,13 @@ def test_scanned_layout_exports_the_same_directory(tmp_path):
     config = PARITY_CONFIGS["v1_0_3heads"]
     scanned_config = dataclasses.replace(config, scan_layers=True)
     model = build(config)
-    state = t5_export.from_hf_state_dict(
-        t5_export.to_hf_state_dict(nnx.state(model), config), scanned_config
+    state = t5_weights.from_hf_state_dict(
+        t5_weights.to_hf_state_dict(nnx.state(model), config), scanned_config
     )
     assert state["decoder"]["layers"]["self_attention"]["query"]["kernel"].shape[0] == 3
     scanned = build(scanned_config, state)
-    t5_export.save_hf(nnx.state(model), config, tmp_path / "loop")
-    t5_export.save_hf(nnx.state(scanned), scanned_config, tmp_path / "scan")
+    t5_weights.save_hf(nnx.state(model), config, tmp_path / "loop")
+    t5_weights.save_hf(nnx.state(scanned), scanned_config, tmp_path / "scan")
     for name in ("config.json", "model.safetensors"):
         assert (tmp_path / "loop" / name).read_bytes() == (tmp_path / "scan" / name).read_bytes()
     encoder_tokens, decoder_tokens = parity_inputs()

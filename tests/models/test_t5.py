@@ -11,7 +11,7 @@ import pytest
 from flax import nnx
 
 from bert_jax import sharding
-from bert_jax.export.t5 import abstract_state
+from bert_jax.export.t5_weights import abstract_state
 from bert_jax.models.t5 import T5Config, T5ForConditionalGeneration, t5_config
 
 VOCAB = 64

@@ -8,7 +8,7 @@ import pytest
 from conftest import tiny_bert_config
 
 from bert_jax.data.tokenizer import Tokenizer
-from bert_jax.objectives.bert import BertDataConfig, BertObjective
+from bert_jax.objectives.bert_task import BertDataConfig, BertObjective
 
 FEATURES = {
     "input_ids": ((128,), np.int32),
@@ -151,6 +151,7 @@ def run_config(**objective):
             whole_word_masking=True,
             max_ngram=3,
             sentence_pair_task="sop",
+            sop_both_orders=False,
         )
     )
     config.objective.update(objective)

@@ -4,11 +4,11 @@ import pickle
 from pathlib import Path
 
 import grain
-import ml_collections
 import numpy as np
 import pytest
+from conftest import load_recipe
 
-from bert_jax.objectives import t5
+from bert_jax.objectives import t5_task
 
 SPM_MODEL = Path(__file__).resolve().parents[2] / "data" / "vocab" / "spm.model"
 
@@ -37,8 +37,10 @@ def make_documents(seed: int, num_documents: int = 16) -> list[list[np.ndarray]]
     ]
 
 
-def make_objective(name: str, inputs_length: int = 128, **overrides) -> t5.T5Objective:
-    return t5.T5Objective(t5.T5DataConfig.preset(name, inputs_length, **overrides), TOKENIZER)
+def make_objective(name: str, inputs_length: int = 128, **overrides) -> t5_task.T5Objective:
+    return t5_task.T5Objective(
+        t5_task.T5DataConfig.preset(name, inputs_length, **overrides), TOKENIZER
+    )
 
 
 def chunks_of(objective, documents) -> list[np.ndarray]:
@@ -79,27 +81,27 @@ def examples_and_chunks(name, seed=0, **overrides):
 
 
 def test_presets_and_aliases_resolve():
-    for name in [*t5.PRESETS, *t5.ALIASES]:
-        config = t5.T5DataConfig.preset(name, 512)
-        assert config.name == t5.ALIASES.get(name, name)
+    for name in [*t5_task.PRESETS, *t5_task.ALIASES]:
+        config = t5_task.T5DataConfig.preset(name, 512)
+        assert config.name == t5_task.ALIASES.get(name, name)
     with pytest.raises(ValueError, match="not a T5 objective"):
-        t5.T5DataConfig.preset("span_corruptoin", 512)
+        t5_task.T5DataConfig.preset("span_corruptoin", 512)
     with pytest.raises(ValueError, match="inputs_fn"):
-        t5.T5DataConfig.preset("span_corruption", 512, inputs_fn="mask_everything")
+        t5_task.T5DataConfig.preset("span_corruption", 512, inputs_fn="mask_everything")
 
 
 def test_from_config_reads_name_length_and_overrides():
-    config = ml_collections.ConfigDict()
-    config.data = ml_collections.ConfigDict({"max_seq_length": 256})
-    config.objective = ml_collections.ConfigDict(
+    config = load_recipe("t5")  # every objective field, None (keep the preset) unless set
+    config.data.max_seq_length = 256
+    config.objective.update(
         {"name": "span_corruption", "noise_density": None, "mean_noise_span_length": 10.0}
     )
-    data_config = t5.T5DataConfig.from_config(config)
+    data_config = t5_task.T5DataConfig.from_config(config)
     assert data_config.inputs_length == 256
     assert data_config.noise_density == 0.15  # None keeps the preset
     assert data_config.mean_noise_span_length == 10.0
     config.objective.mean_noise_span_length = 0.0  # 0 switches span noise to i.i.d.
-    assert t5.T5DataConfig.from_config(config).noise_mask == "iid"
+    assert t5_task.T5DataConfig.from_config(config).noise_mask == "iid"
 
 
 def test_span_corruption_lengths_and_reconstruction():
@@ -193,7 +195,7 @@ def test_deshuffling_permutes_inputs_and_targets_original():
     )
 
 
-@pytest.mark.parametrize("name", sorted(t5.PRESETS))
+@pytest.mark.parametrize("name", sorted(t5_task.PRESETS))
 def test_every_preset_fits_and_is_deterministic(name):
     objective = make_objective(name)
     documents = make_documents(3)
@@ -209,7 +211,7 @@ def test_every_preset_fits_and_is_deterministic(name):
     )
 
 
-@pytest.mark.parametrize("name", sorted(t5.PRESETS))
+@pytest.mark.parametrize("name", sorted(t5_task.PRESETS))
 def test_group_at_once_equals_chunk_by_chunk_denoising(name):
     # The full chunks of a group are denoised as 2-D arrays where the functions draw no
     # random numbers; every example must be the one `denoise` gives chunk by chunk.
@@ -281,7 +283,7 @@ def test_span_corruption_with_the_real_tokenizer():
     from bert_jax.data.tokenizer import Tokenizer
 
     tokenizer = Tokenizer(str(SPM_MODEL), extra_ids=100)
-    objective = t5.T5Objective(t5.T5DataConfig.preset("span_corruption", 128), tokenizer)
+    objective = t5_task.T5Objective(t5_task.T5DataConfig.preset("span_corruption", 128), tokenizer)
     text = "The quick brown fox jumps over the lazy dog. " * 40
     documents = [tokenizer.encode_document(text)]
     examples = objective.examples_from_documents(documents, np.random.default_rng(0))

@@ -9,13 +9,13 @@ from flax import nnx
 
 from bert_jax.data import packing
 from bert_jax.data.tokenizer import Tokenizer
-from bert_jax.models import t5 as models_t5
-from bert_jax.objectives import t5
+from bert_jax.models import t5
+from bert_jax.objectives import t5_task
 
 
 def _per_segment_losses(model, batch, segment_key=None) -> dict[tuple[int, int], float]:
     """Mean target cross-entropy of every example, keyed by (row, segment)."""
-    logits = np.asarray(t5._logits(model, batch, deterministic=True, rngs=None))
+    logits = np.asarray(t5_task._logits(model, batch, deterministic=True, rngs=None))
     targets = np.asarray(batch["decoder_target_tokens"])
     weights = np.asarray(batch["decoder_loss_weights"])
     log_probs = (
@@ -35,7 +35,7 @@ def _per_segment_losses(model, batch, segment_key=None) -> dict[tuple[int, int],
 
 def test_packed_and_unpacked_batches_give_the_same_per_example_losses(vocab_path):
     tokenizer = Tokenizer(vocab_path, extra_ids=100)
-    objective = t5.T5Objective(t5.T5DataConfig.preset("span_corruption", 64), tokenizer)
+    objective = t5_task.T5Objective(t5_task.T5DataConfig.preset("span_corruption", 64), tokenizer)
     rng = np.random.default_rng(0)
     documents = [
         [rng.integers(6, 8000, rng.integers(5, 40)).astype(np.int32) for _ in range(3)]
@@ -45,8 +45,8 @@ def test_packed_and_unpacked_batches_give_the_same_per_example_losses(vocab_path
     assert len(examples) >= 4
     lengths = {"inputs": 64, "targets": objective.targets_length}
 
-    config = models_t5.t5_config("tiny", "v1_1", vocab_size=tokenizer.vocab_size, dropout_rate=0.0)
-    model = models_t5.T5ForConditionalGeneration(config, rngs=nnx.Rngs(0))
+    config = t5.t5_config("tiny", "v1_1", vocab_size=tokenizer.vocab_size, dropout_rate=0.0)
+    model = t5.T5ForConditionalGeneration(config, rngs=nnx.Rngs(0))
 
     unpacked = [packing.pad_example(example, lengths) for example in examples]
     unpacked_batch = {k: jnp.stack([e[k] for e in unpacked]) for k in unpacked[0]}

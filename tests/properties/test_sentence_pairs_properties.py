@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from properties.strategies import document_of_token, documents, unique_token_documents
 
 from bert_jax.data.tokenizer import Tokenizer
-from bert_jax.objectives.bert import BertDataConfig, BertObjective
+from bert_jax.objectives.bert_task import BertDataConfig, BertObjective
 from bert_jax.objectives.sentence_pairs import SENTENCE_PAIR_TASKS, create_segment_pairs
 
 PAIR_OPTIONS = st.fixed_dictionaries(

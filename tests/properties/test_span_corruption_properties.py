@@ -10,8 +10,7 @@ from hypothesis import strategies as st
 from properties.strategies import EOS, FIRST_NORMAL, documents
 
 from bert_jax.data.tokenizer import Tokenizer
-from bert_jax.objectives import span_corruption as sc
-from bert_jax.objectives import t5_data
+from bert_jax.objectives import span_corruption, t5_data
 
 SEEDS = st.integers(0, 2**32 - 1)
 LENGTHS = st.one_of(st.integers(0, 40), st.integers(41, 5000))
@@ -30,10 +29,12 @@ def _span_starts(mask: np.ndarray) -> np.ndarray:
 @settings(max_examples=150, deadline=None)
 @given(LENGTHS, DENSITIES, st.sampled_from([1.0, 2.0, 3.0, 10.0]), SEEDS)
 def test_random_spans_noise_mask_has_the_planned_counts(length, density, span, seed):
-    mask = sc.random_spans_noise_mask(length, density, span, np.random.default_rng(seed))
+    mask = span_corruption.random_spans_noise_mask(
+        length, density, span, np.random.default_rng(seed)
+    )
     assert mask.shape == (length,) and mask.dtype == bool
     if length >= 2:
-        num_noise, num_spans = sc.random_spans_counts(length, density, span)
+        num_noise, num_spans = span_corruption.random_spans_counts(length, density, span)
         assert 1 <= mask.sum() == num_noise < length
         assert _span_starts(mask).sum() == num_spans
         assert not mask[0]  # T5's masks start with non-noise
@@ -43,8 +44,8 @@ def test_random_spans_noise_mask_has_the_planned_counts(length, density, span, s
 @given(LENGTHS, DENSITIES, SEEDS)
 def test_iid_and_prefix_masks(length, density, seed):
     rng = np.random.default_rng(seed)
-    assert sc.iid_noise_mask(length, density, rng).shape == (length,)
-    prefix = sc.prefix_noise_mask(length, rng)
+    assert span_corruption.iid_noise_mask(length, density, rng).shape == (length,)
+    prefix = span_corruption.prefix_noise_mask(length, rng)
     assert prefix.shape == (length,)
     num_prefix = int(prefix.sum())
     assert prefix[:num_prefix].all()  # a prefix
@@ -65,27 +66,29 @@ def reconstruct_unique(inputs: np.ndarray, targets: np.ndarray, vocab) -> np.nda
 @given(LENGTHS, st.sampled_from(["spans", "iid", "prefix"]), DENSITIES, SEEDS)
 def test_inputs_and_targets_reconstruct_the_original(length, mask_kind, density, seed):
     rng = np.random.default_rng(seed)
-    vocab = sc.DenoisingVocab(np.arange(999, 899, -1, dtype=np.int32), FIRST_NORMAL, 900)
+    vocab = span_corruption.DenoisingVocab(
+        np.arange(999, 899, -1, dtype=np.int32), FIRST_NORMAL, 900
+    )
     tokens = rng.integers(FIRST_NORMAL, 900, length).astype(np.int32)
     if mask_kind == "spans":
-        mask = sc.random_spans_noise_mask(length, density, 3.0, rng)
+        mask = span_corruption.random_spans_noise_mask(length, density, 3.0, rng)
     elif mask_kind == "iid":
-        mask = sc.iid_noise_mask(length, density, rng)
+        mask = span_corruption.iid_noise_mask(length, density, rng)
     else:
-        mask = sc.prefix_noise_mask(length, rng)
+        mask = span_corruption.prefix_noise_mask(length, rng)
     num_spans = int(_span_starts(mask).sum())
 
     def run(name):
-        return sc.NOISE_FUNCTIONS[name](tokens, mask, vocab, rng)
+        return span_corruption.NOISE_FUNCTIONS[name](tokens, mask, vocab, rng)
 
     inputs = run("noise_span_to_unique_sentinel")
     targets = run("nonnoise_span_to_unique_sentinel")
     if num_spans <= len(vocab.sentinel_ids):  # beyond that the last sentinel is reused
         np.testing.assert_array_equal(reconstruct_unique(inputs, targets, vocab), tokens)
-    for name in sc.NOISE_FUNCTIONS:
+    for name in span_corruption.NOISE_FUNCTIONS:
         out = run(name)
         assert out.dtype == np.int32
-        assert len(out) == sc.encoded_token_counts(name, mask).sum(), name
+        assert len(out) == span_corruption.encoded_token_counts(name, mask).sum(), name
     merged = np.empty_like(tokens)
     merged[~mask], merged[mask] = run("drop_noise_tokens"), run("drop_nonnoise_tokens")
     np.testing.assert_array_equal(merged, tokens)  # drop_tokens and prefix LM

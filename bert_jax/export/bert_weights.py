@@ -1,6 +1,8 @@
 """BERT / ALBERT parameters <-> Hugging Face ``BertForPreTraining`` / ``AlbertForPreTraining``.
 
-The name tables (`bert_names`) map our unscanned state paths to Hugging Face keys.
+The name tables (`bert_names`, in the `convert.Entry` style T5 uses too) map our
+unscanned state paths to Hugging Face keys; reading a directory is
+`bert_jax.export.hf.import_hf`.
 Linear kernels are stored ``[in, out]`` here and ``[out, in]`` in PyTorch, so those
 entries are transposed; nothing is reshaped (attention kernels are 2-D on both
 sides). A scanned state (``scan_layers``) is unstacked first, so both layouts export
@@ -16,25 +18,24 @@ The MLM decoder is tied to the token embeddings on both sides; like
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import os
 
 import jax
 import numpy as np
 from flax import nnx
 
+from bert_jax.export import convert
 from bert_jax.export.bert_names import (
     KINDS,
     TABLES,
     TIED,
-    Entry,
     config_from_hf,
     hf_config,
     hf_config_dict,
 )
 from bert_jax.export.bert_names import check_kind as _check_kind
-from bert_jax.models import bert as models_bert
+from bert_jax.export.convert import Entry
+from bert_jax.models import bert
 from bert_jax.models.bert import BertConfig, BertForPreTraining
 
 __all__ = [
@@ -43,7 +44,6 @@ __all__ = [
     "from_hf_state_dict",
     "hf_config",
     "hf_config_dict",
-    "load_hf",
     "save_hf",
     "to_hf_state_dict",
 ]
@@ -66,19 +66,8 @@ def _layout(config: BertConfig, kind: str) -> list[tuple[int, int]]:
 
 def _expand(config: BertConfig, kind: str) -> list[Entry]:
     """The table with every layer template filled in."""
-    entries = []
-    for entry in TABLES[kind]:
-        if "{i}" not in entry.hf:
-            entries.append(entry)
-            continue
-        for i, (a, f) in enumerate(_layout(config, kind)):
-            ours = entry.ours.format(a=a, f=f)
-            entries.append(dataclasses.replace(entry, ours=ours, hf=entry.hf.format(i=i)))
-    return entries
-
-
-def _flat(state: nnx.State) -> dict[str, nnx.Variable]:
-    return {"/".join(map(str, path)): var for path, var in nnx.to_flat_state(state)}
+    layers = [dict(i=i, a=a, f=f) for i, (a, f) in enumerate(_layout(config, kind))]
+    return convert.expand(TABLES[kind], layers)
 
 
 def to_hf_state_dict(
@@ -96,13 +85,13 @@ def to_hf_state_dict(
     """
     if isinstance(state, nnx.Module):
         state = nnx.state(state, nnx.Param)
-    state = models_bert.unstack_layers(state, config)
+    state = bert.unstack_layers(state, config)
     layout = _layout(config, kind)
     if len(set(layout)) < len(layout):
         log.warning(
             "share_mode %r has no %s equivalent: exported unrolled", config.share_mode, kind
         )
-    flat = _flat(state)
+    flat = convert.flat_variables(state)
     out = {}
     for entry in _expand(config, kind):
         if entry.ours.startswith("encoder/embedding_projection") and entry.ours not in flat:
@@ -110,17 +99,10 @@ def to_hf_state_dict(
             h = config.hidden_size
             out[entry.hf] = np.eye(h, dtype=np.float32) if entry.transpose else np.zeros(h, "f4")
             continue
-        value = np.asarray(jax.device_get(flat[entry.ours][...]), dtype=np.float32)
-        out[entry.hf] = np.ascontiguousarray(value.T if entry.transpose else value)
+        out[entry.hf] = convert.export_tensor(entry, flat[entry.ours][...])
     if include_tied:
         out.update({tied: out[source] for tied, source in TIED[kind].items()})
     return out
-
-
-def _to_numpy(value) -> np.ndarray:
-    if hasattr(value, "detach"):  # torch.Tensor, possibly bfloat16
-        value = value.detach().cpu().float().numpy()
-    return np.asarray(value, dtype=np.float32)
 
 
 def _canonical_keys(state_dict, kind: str) -> dict[str, np.ndarray]:
@@ -163,7 +145,7 @@ def from_hf_state_dict(
     # Shapes only: a real (slow) initialisation happens only if heads are missing.
     abstract = nnx.eval_shape(lambda: BertForPreTraining(config, rngs=nnx.Rngs(0)))
     state = nnx.state(abstract, nnx.Param)
-    flat = _flat(state)
+    flat = convert.flat_variables(state)
     missing_heads, missing_encoder, used = [], [], set()
     for entry in _expand(config, kind):
         key = entry.hf
@@ -173,15 +155,8 @@ def from_hf_state_dict(
             (missing_encoder if entry.part == "encoder" else missing_heads).append(entry)
             continue
         used.add(key)
-        value = _to_numpy(sd[key])
-        value = value.T if entry.transpose else value
         var = flat[entry.ours]
-        if value.shape != var.shape:
-            raise ValueError(
-                f"{key}: shape {value.shape} (after transpose: {entry.transpose}) does not "
-                f"match {entry.ours} {var.shape}; check the config"
-            )
-        var.set_value(jax.numpy.asarray(value, dtype=var.dtype))
+        var.set_value(convert.import_tensor(entry, sd[key], var, key))
     if missing_encoder:
         names = [entry.hf for entry in missing_encoder]
         raise KeyError(f"{kind} checkpoint lacks encoder weights: {names[:8]}")
@@ -190,7 +165,8 @@ def from_hf_state_dict(
             "kept fresh initialisation for missing head weights: %s",
             [entry.hf for entry in missing_heads],
         )
-        fresh = _flat(nnx.state(BertForPreTraining(config, rngs=rngs or nnx.Rngs(0)), nnx.Param))
+        fresh = BertForPreTraining(config, rngs=rngs or nnx.Rngs(0))
+        fresh = convert.flat_variables(nnx.state(fresh, nnx.Param))
         for entry in missing_heads:
             flat[entry.ours].set_value(fresh[entry.ours][...])
     unfilled = [
@@ -204,7 +180,7 @@ def from_hf_state_dict(
     ]
     if unused:
         log.warning("ignored %d checkpoint keys: %s", len(unused), unused[:8])
-    return models_bert.stack_layers(state, target)
+    return bert.stack_layers(state, target)
 
 
 def save_hf(state, config: BertConfig, kind: str, out_dir: str, **config_overrides) -> None:
@@ -212,43 +188,5 @@ def save_hf(state, config: BertConfig, kind: str, out_dir: str, **config_overrid
 
     ``config_overrides`` go into config.json (e.g. ``bos_token_id``, ``eos_token_id``).
     """
-    from safetensors.numpy import save_file
-
     tensors = to_hf_state_dict(state, config, kind)
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "config.json"), "w") as f:
-        json.dump(hf_config_dict(config, kind, **config_overrides), f, indent=2, sort_keys=True)
-    save_file(tensors, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
-
-
-def load_hf(path: str, kind: str | None = None) -> tuple[BertConfig, nnx.State]:
-    """Reads a Hugging Face directory (or a weights file next to its config.json).
-
-    Weights come from ``model.safetensors`` or, failing that, ``pytorch_model.bin``
-    (which needs torch).
-    """
-    directory = path if os.path.isdir(path) else os.path.dirname(path)
-    config_path = os.path.join(directory, "config.json")
-    if not os.path.exists(config_path):
-        raise FileNotFoundError(f"{config_path} not found")
-    with open(config_path) as f:
-        hf_fields = json.load(f)
-    kind = kind or hf_fields.get("model_type")
-    config = config_from_hf(hf_fields, kind)
-    candidates = (
-        [path]
-        if os.path.isfile(path)
-        else [os.path.join(directory, name) for name in ("model.safetensors", "pytorch_model.bin")]
-    )
-    weights = next((c for c in candidates if os.path.exists(c)), None)
-    if weights is None:
-        raise FileNotFoundError(f"no weights in {directory}: looked for {candidates}")
-    if weights.endswith(".safetensors"):
-        from safetensors.numpy import load_file
-
-        state_dict = load_file(weights)
-    else:
-        import torch
-
-        state_dict = torch.load(weights, map_location="cpu", weights_only=True)
-    return config, from_hf_state_dict(state_dict, config, kind)
+    convert.write_hf_dir(out_dir, hf_config_dict(config, kind, **config_overrides), tensors)

@@ -13,9 +13,10 @@ import ml_collections
 import numpy as np
 import optax
 
+from bert_jax import state
 from bert_jax.data.tokenizer import Tokenizer
-from bert_jax.models import bert as models_bert
-from bert_jax.objectives import Task, bert_eval
+from bert_jax.models import bert
+from bert_jax.objectives import bert_eval
 from bert_jax.objectives.bert_eval import pretraining_logits as _logits
 from bert_jax.objectives.logit_metrics import label_logit_stats
 from bert_jax.objectives.masking import mask_tokens
@@ -24,6 +25,7 @@ from bert_jax.objectives.sentence_pairs import (
     build_bert_inputs,
     create_segment_pairs,
 )
+from bert_jax.objectives.task import Task, pretraining_batches
 
 # [CLS] A [SEP] B [SEP]
 NUM_SPECIAL_TOKENS_PER_PAIR = 3
@@ -81,9 +83,7 @@ class BertDataConfig:
         """Reads config.data.max_seq_length and the config.objective.* fields of this class."""
         values = {"max_seq_length": _read_field(config, "data", "max_seq_length")}
         for field in dataclasses.fields(cls):
-            if field.name == "sop_both_orders":
-                values[field.name] = config.objective.get(field.name, False)
-            elif field.name != "max_seq_length":
+            if field.name != "max_seq_length":
                 values[field.name] = _read_field(config, "objective", field.name)
         try:
             return cls(**values)
@@ -186,18 +186,18 @@ class BertObjective:
 # ---------------------------------------------------------------------------
 
 
-def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> models_bert.BertConfig:
+def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> bert.BertConfig:
     """The one place a BertConfig is built from the run config.
 
     Starts from the size preset (``BERT_SIZES`` or ``ALBERT_SIZES`` by
     ``config.model.name``) and applies every ``config.model`` field that is a
     BertConfig field and not None.
     """
-    fields = {f.name for f in dataclasses.fields(models_bert.BertConfig)} - {"vocab_size"}
+    fields = {f.name for f in dataclasses.fields(bert.BertConfig)} - {"vocab_size"}
     overrides = {k: v for k, v in config.model.items() if k in fields and v is not None}
     overrides.setdefault("max_position_embeddings", max(512, config.data.max_seq_length))
     try:
-        return models_bert.sized_config(
+        return bert.sized_config(
             config.model.name, config.model.size, vocab_size=vocab_size, **overrides
         )
     except ValueError as error:
@@ -247,15 +247,18 @@ def create_task(config: ml_collections.ConfigDict) -> Task:
     tokenizer = Tokenizer(config.data.vocab_path)
     model_cfg = model_config(config, tokenizer.vocab_size)
     data_config = BertDataConfig.from_config(config)
+    model = state.model_spec(model_cfg)
     return Task(
         tokenizer=tokenizer,
-        examples=BertObjective(data_config, tokenizer),
-        # Held-out SOP pairs come in both orders: balanced labels, no coin flips.
-        eval_examples=BertObjective(
-            dataclasses.replace(data_config, sop_both_orders=True), tokenizer
+        batches=pretraining_batches(
+            config,
+            tokenizer,
+            BertObjective(data_config, tokenizer),
+            # Held-out SOP pairs come in both orders: balanced labels, no coin flips.
+            BertObjective(dataclasses.replace(data_config, sop_both_orders=True), tokenizer),
         ),
-        model_config=model_cfg,
-        create_model=lambda rngs: models_bert.BertForPreTraining(model_cfg, rngs=rngs),
+        model_config=model.model_config,
+        create_model=model.create_model,
         loss_fn=make_loss_fn(data_config.sentence_pair_task != "none"),
         mean_weights=mean_weights,
         loss_terms=("mlm_loss", "pair_loss")

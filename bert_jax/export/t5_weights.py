@@ -1,12 +1,14 @@
 """T5 <-> Hugging Face ``T5ForConditionalGeneration`` conversion.
 
-One explicit table maps our ``nnx.State`` paths to Hugging Face state_dict keys.
-Dense kernels are stored ``[in, out]`` here and ``[out, in]`` in PyTorch, so
-every entry marked ``transpose`` is transposed in both directions; embeddings,
-relative-bias tables (``[buckets, heads]`` on both sides) and norm scales are not.
-Each of our stacks owns one relative-bias table, which Hugging Face keeps in its
-block 0. A scanned state (``scan_layers``) is unstacked first, so both layouts
-export the same tensors, and an import is stacked to the config's layout.
+One explicit table of `convert.Entry` (the style BERT / ALBERT use too) maps our
+``nnx.State`` paths to Hugging Face state_dict keys; `name_table` fills its ``{i}``
+layer templates. Reading a directory is `bert_jax.export.hf.import_hf`. Dense
+kernels are stored ``[in, out]`` here and ``[out, in]`` in PyTorch, so every entry
+marked ``transpose`` is transposed in both directions; embeddings, relative-bias
+tables (``[buckets, heads]`` on both sides) and norm scales are not. Each of our
+stacks owns one relative-bias table, which Hugging Face keeps in its block 0. A
+scanned state (``scan_layers``) is unstacked first, so both layouts export the same
+tensors, and an import is stacked to the config's layout.
 
 ``transformers`` is imported lazily (only ``hf_config`` needs it): exporting
 writes ``config.json`` + ``model.safetensors`` with NumPy alone.
@@ -15,20 +17,17 @@ writes ``config.json`` + ``model.safetensors`` with NumPy alone.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
-import pathlib
 from collections.abc import Mapping
 from typing import Any
 
-import jax.numpy as jnp
 import numpy as np
-import safetensors.flax
 from flax import nnx
-from safetensors.numpy import save_file
 
-from bert_jax.models import t5 as models_t5
+from bert_jax.export import convert
+from bert_jax.export.convert import Entry, kernel
+from bert_jax.models import t5
 from bert_jax.models.t5 import T5Config, T5ForConditionalGeneration
 
 HF_ATTENTION = {"query": "q", "key": "k", "value": "v", "output": "o"}
@@ -45,82 +44,68 @@ def _mlp_names(config: T5Config) -> tuple[str, ...]:
     return ("wi_0", "wi_1", "wo") if config.feed_forward == "gated-gelu" else ("wi", "wo")
 
 
-def name_table(config: T5Config) -> list[tuple[str, str, bool]]:
-    """``(our path, HF key, transpose)`` for every parameter of ``config``'s model.
+# (our attention, our norm before it, HF attention) in Hugging Face's sublayer order;
+# the MLP sublayer follows them.
+SUBLAYERS = {
+    "encoder": (("self_attention", "pre_attention_norm", "SelfAttention"),),
+    "decoder": (
+        ("self_attention", "pre_self_attention_norm", "SelfAttention"),
+        ("cross_attention", "pre_cross_attention_norm", "EncDecAttention"),
+    ),
+}
 
-    Our paths are '/'-joined ``nnx.State`` paths of the unscanned layout, e.g.
-    ``encoder/layers/0/self_attention/query/kernel``.
-    """
-    table = [("token_embedder/embedding", "shared.weight", False)]
-    for stack, sublayers in (
-        # (our attention name, our norm name, HF sublayer index, HF attention name)
-        ("encoder", [("self_attention", "pre_attention_norm", 0, "SelfAttention")]),
-        (
-            "decoder",
-            [
-                ("self_attention", "pre_self_attention_norm", 0, "SelfAttention"),
-                ("cross_attention", "pre_cross_attention_norm", 1, "EncDecAttention"),
-            ],
-        ),
-    ):
-        num_layers = config.num_encoder_layers if stack == "encoder" else config.num_decoder_layers
-        for i in range(num_layers):
-            ours, theirs = f"{stack}/layers/{i}", f"{stack}.block.{i}.layer"
-            for attention, norm, index, hf_attention in sublayers:
-                table.append((f"{ours}/{norm}/scale", f"{theirs}.{index}.layer_norm.weight", False))
-                for name, hf_name in HF_ATTENTION.items():
-                    table.append(
-                        (
-                            f"{ours}/{attention}/{name}/kernel",
-                            f"{theirs}.{index}.{hf_attention}.{hf_name}.weight",
-                            True,
-                        )
-                    )
-            if i == 0:
-                table.append(
-                    (
-                        f"{stack}/relative_position_bias/embedding",
-                        f"{theirs}.0.SelfAttention.relative_attention_bias.weight",
-                        False,
-                    )
-                )
-            mlp_index = len(sublayers)
+
+def _layer_template(stack: str, mlp_names: tuple[str, ...]) -> list[Entry]:
+    """One ``{i}``-templated block of ``stack`` (see `convert.expand`)."""
+    ours, theirs = f"{stack}/layers/{{i}}", f"{stack}.block.{{i}}.layer"
+    table = []
+    for index, (attention, norm, hf_attention) in enumerate(SUBLAYERS[stack]):
+        table.append(Entry(f"{ours}/{norm}/scale", f"{theirs}.{index}.layer_norm.weight"))
+        for name, hf_name in HF_ATTENTION.items():
             table.append(
-                (f"{ours}/pre_mlp_norm/scale", f"{theirs}.{mlp_index}.layer_norm.weight", False)
+                kernel(f"{ours}/{attention}/{name}", f"{theirs}.{index}.{hf_attention}.{hf_name}")
             )
-            for name in _mlp_names(config):
-                table.append(
-                    (
-                        f"{ours}/mlp/{name}/kernel",
-                        f"{theirs}.{mlp_index}.DenseReluDense.{name}.weight",
-                        True,
-                    )
-                )
-        table.append((f"{stack}/final_norm/scale", f"{stack}.final_layer_norm.weight", False))
-    if not config.tie_word_embeddings:
-        table.append(("lm_head/kernel", "lm_head.weight", True))
+    mlp = len(SUBLAYERS[stack])
+    table.append(Entry(f"{ours}/pre_mlp_norm/scale", f"{theirs}.{mlp}.layer_norm.weight"))
+    for name in mlp_names:
+        table.append(kernel(f"{ours}/mlp/{name}", f"{theirs}.{mlp}.DenseReluDense.{name}"))
     return table
 
 
-def _path(path: tuple) -> str:
-    return "/".join(str(part) for part in path)
+def name_table(config: T5Config) -> list[Entry]:
+    """The `Entry` of every parameter of ``config``'s model (unscanned paths).
+
+    Our paths are '/'-joined ``nnx.State`` paths, e.g.
+    ``encoder/layers/0/self_attention/query/kernel``.
+    """
+    table = [Entry("token_embedder/embedding", "shared.weight")]
+    for stack, num_layers in (
+        ("encoder", config.num_encoder_layers),
+        ("decoder", config.num_decoder_layers),
+    ):
+        layers = [dict(i=i) for i in range(num_layers)]
+        table += convert.expand(_layer_template(stack, _mlp_names(config)), layers)
+        if num_layers:  # each of our stacks owns one table, HF keeps it in block 0
+            hf_bias = f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
+            table.append(Entry(f"{stack}/relative_position_bias/embedding", hf_bias))
+        table.append(Entry(f"{stack}/final_norm/scale", f"{stack}.final_layer_norm.weight"))
+    if not config.tie_word_embeddings:
+        table.append(kernel("lm_head", "lm_head"))
+    return table
 
 
 def to_hf_state_dict(state: nnx.State, config: T5Config) -> dict[str, np.ndarray]:
     """Our parameters (either layout) as a float32 HF state_dict (lm_head only if untied)."""
-    state = models_t5.unstack_layers(state, config)
-    values = {
-        _path(path): np.asarray(
-            variable.get_value() if hasattr(variable, "get_value") else variable
-        )
-        for path, variable in nnx.to_flat_state(state)
-    }
+    values = convert.flat_variables(t5.unstack_layers(state, config))
     state_dict = {}
-    for ours, theirs, transpose in name_table(config):
-        if ours not in values:
-            raise KeyError(f"T5 state has no parameter {ours!r} (needed for HF key {theirs!r})")
-        value = values.pop(ours).astype(np.float32)
-        state_dict[theirs] = np.ascontiguousarray(value.T if transpose else value)
+    for entry in name_table(config):
+        if entry.ours not in values:
+            raise KeyError(
+                f"T5 state has no parameter {entry.ours!r} (needed for HF key {entry.hf!r})"
+            )
+        variable = values.pop(entry.ours)
+        value = variable.get_value() if hasattr(variable, "get_value") else variable
+        state_dict[entry.hf] = convert.export_tensor(entry, value)
     if values:
         raise KeyError(f"T5 state has parameters the HF table does not map: {sorted(values)}")
     return state_dict
@@ -142,7 +127,7 @@ def from_hf_state_dict(state_dict: Mapping[str, Any], config: T5Config) -> nnx.S
       KeyError: a needed key is missing or an unknown key is present.
       ValueError: a shape does not match ``config``.
     """
-    arrays = {key: _to_numpy(value) for key, value in state_dict.items()}
+    arrays = {key: convert.to_numpy(value) for key, value in state_dict.items()}
     if "shared.weight" not in arrays and "encoder.embed_tokens.weight" in arrays:
         arrays["shared.weight"] = arrays["encoder.embed_tokens.weight"]
     if config.tie_word_embeddings and "lm_head.weight" in arrays:
@@ -159,30 +144,18 @@ def from_hf_state_dict(state_dict: Mapping[str, Any], config: T5Config) -> nnx.S
         arrays.pop(key, None)
 
     unscanned = dataclasses.replace(config, scan_layers=False)
-    flat = {_path(path): (path, var) for path, var in nnx.to_flat_state(abstract_state(unscanned))}
+    abstract = nnx.to_flat_state(abstract_state(unscanned))
+    flat = {"/".join(map(str, path)): (path, var) for path, var in abstract}
     leaves = []
-    for ours, theirs, transpose in name_table(config):
-        if theirs not in arrays:
-            raise KeyError(f"HF state_dict is missing {theirs!r} (for {ours!r})")
-        value = arrays.pop(theirs)
-        value = value.T if transpose else value
-        path, variable = flat[ours]
-        expected = variable.get_value()
-        if value.shape != expected.shape:
-            raise ValueError(
-                f"HF {theirs!r} has shape {value.shape} after transpose={transpose}, "
-                f"expected {expected.shape} for {ours!r}"
-            )
-        leaves.append((path, variable.replace(jnp.asarray(value, expected.dtype))))
+    for entry in name_table(config):
+        if entry.hf not in arrays:
+            raise KeyError(f"HF state_dict is missing {entry.hf!r} (for {entry.ours!r})")
+        path, variable = flat[entry.ours]
+        value = convert.import_tensor(entry, arrays.pop(entry.hf), variable)
+        leaves.append((path, variable.replace(value)))
     if arrays:
         raise KeyError(f"HF state_dict has keys the T5 table does not map: {sorted(arrays)}")
-    return models_t5.stack_layers(nnx.from_flat_state(leaves), config)
-
-
-def _to_numpy(value: Any) -> np.ndarray:
-    if hasattr(value, "detach"):  # torch.Tensor, without importing torch
-        value = value.detach().cpu().float().numpy()
-    return np.asarray(value)
+    return t5.stack_layers(nnx.from_flat_state(leaves), config)
 
 
 def hf_config_dict(config: T5Config) -> dict[str, Any]:
@@ -263,31 +236,6 @@ def config_from_hf(hf: Mapping[str, Any] | Any) -> T5Config:
         raise ValueError(f"HF T5 config lacks field {missing}") from None
 
 
-def save_hf(state: nnx.State, config: T5Config, out_dir: str | os.PathLike) -> pathlib.Path:
+def save_hf(state: nnx.State, config: T5Config, out_dir: str | os.PathLike) -> None:
     """Writes ``config.json`` and ``model.safetensors`` loadable by transformers."""
-    out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(hf_config_dict(config), indent=2) + "\n")
-    save_file(to_hf_state_dict(state, config), str(out / "model.safetensors"), {"format": "pt"})
-    return out
-
-
-def load_hf(path: str | os.PathLike) -> tuple[T5Config, nnx.State]:
-    """Reads an HF T5 directory (single or sharded safetensors) into our state."""
-    root = pathlib.Path(path)
-    config_file = root / "config.json"
-    if not config_file.exists():
-        raise FileNotFoundError(f"{config_file} not found")
-    config = config_from_hf(json.loads(config_file.read_text()))
-    index = root / "model.safetensors.index.json"
-    if index.exists():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-    else:
-        shards = ["model.safetensors"]
-    state_dict = {}
-    for shard in shards:
-        if not (root / shard).exists():
-            raise FileNotFoundError(f"{root / shard} not found")
-        # The flax reader also handles bfloat16 checkpoints (NumPy has no bfloat16).
-        state_dict.update(safetensors.flax.load_file(str(root / shard)))
-    return config, from_hf_state_dict(state_dict, config)
+    convert.write_hf_dir(out_dir, hf_config_dict(config), to_hf_state_dict(state, config))

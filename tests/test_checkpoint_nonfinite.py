@@ -1,0 +1,90 @@
+"""Nothing non-finite is ever saved; the stop and skip policies (bert_jax/finite_guard.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+from conftest import tiny_bert_config
+from flax import nnx
+
+from bert_jax import objectives, state, train
+from bert_jax.checkpoint import Checkpointer
+
+
+def _steps(workdir) -> list[int]:
+    directory = os.path.join(workdir, "checkpoints")
+    return sorted(int(n) for n in os.listdir(directory) if n.isdigit())
+
+
+def _saved_params(workdir, config, step):
+    task = objectives.get_task(config)
+    directory = os.path.join(workdir, "checkpoints")
+    checkpointer = Checkpointer(directory, keep=None, model_config=task.model_config)
+    params, _ = checkpointer.restore_params(state.abstract_params(task)[1], step=step)
+    checkpointer.close()
+    return jax.tree.leaves(params)
+
+
+def _exploding(**overrides):
+    # lr 1e39 is inf in float32: the loss of the first step is finite (computed before
+    # the update), its updated parameters are not; the old guard saved them.
+    return tiny_bert_config(
+        **{
+            "optim.learning_rate": 1e39,
+            "train.checkpoint_every": 1,
+            "train.num_steps": 6,
+            **overrides,
+        }
+    )
+
+
+def test_fresh_run_that_explodes_says_no_checkpoint_was_written(tmp_path, vocab_path, corpus_dir):
+    with pytest.raises(FloatingPointError, match="No checkpoint was written yet in .*checkpoints"):
+        train.train_and_evaluate(_exploding(**{"optim.warmup_steps": 0}), str(tmp_path))
+    assert _steps(tmp_path) == []
+
+
+def test_the_named_last_good_checkpoint_is_finite(tmp_path, vocab_path, corpus_dir):
+    sane = tiny_bert_config(**{"train.checkpoint_every": 1, "train.num_steps": 2})
+    train.train_and_evaluate(sane, str(tmp_path))
+    # Resumed at step 2 with lr 1e39, every update overflows: the next saves must not happen.
+    with pytest.raises(FloatingPointError, match="last good checkpoint is step 2 in"):
+        train.train_and_evaluate(_exploding(**{"optim.warmup_steps": 0}), str(tmp_path))
+    assert _steps(tmp_path) == [1, 2]
+    assert all(np.isfinite(leaf).all() for leaf in _saved_params(tmp_path, sane, 2))
+
+
+def test_skip_policy_counts_skipped_updates_and_stops_after_n_in_a_row(
+    tmp_path, vocab_path, corpus_dir
+):
+    config = _exploding(
+        **{
+            "optim.warmup_steps": 0,
+            "train.checkpoint_every": 2,
+            "train.nonfinite_policy": "skip",
+            "train.max_nonfinite_steps": 3,
+        }
+    )
+    with pytest.raises(FloatingPointError, match=r"3 steps in a row .*max_nonfinite_steps=3"):
+        train.train_and_evaluate(config, str(tmp_path))
+    with open(tmp_path / "metrics.jsonl") as f:
+        records = [json.loads(line) for line in f]
+    skipped = {r["step"]: r["nonfinite_skipped"] for r in records if r["split"] == "train"}
+    assert skipped == {1: 1.0, 2: 1.0, 3: 1.0}
+    # The step-2 checkpoint was written (skip goes on) and holds the untouched, finite
+    # initial parameters: no update was applied.
+    assert _steps(tmp_path) == [2]
+    model = objectives.get_task(config).create_model(nnx.Rngs(params=config.seed))
+    fresh = jax.tree.leaves(nnx.state(model, nnx.Param))
+    for saved, init in zip(_saved_params(tmp_path, config, 2), fresh, strict=True):
+        np.testing.assert_array_equal(saved, np.asarray(init))
+
+
+def test_a_policy_that_does_not_exist_is_named(tmp_path, vocab_path, corpus_dir):
+    config = tiny_bert_config(**{"train.nonfinite_policy": "ignore"})
+    with pytest.raises(ValueError, match="config.train.nonfinite_policy='ignore'"):
+        train.train_and_evaluate(config, str(tmp_path))
