@@ -22,7 +22,7 @@ SCRIPT = textwrap.dedent(
     import jax, jax.numpy as jnp
     step = jax.jit(lambda x, w: jnp.exp(x) @ w)
     x, w = jnp.ones((2048, 8192)), jnp.ones((8192, 8))
-    for _ in range(5):
+    for _ in range(20):  # the reused heap settles after a few temporaries' worth
         step(x, w).block_until_ready()
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(20):
@@ -53,7 +53,8 @@ def test_heap_reuse_removes_per_step_page_faults():
     # Default glibc maps the 64 MiB temporary afresh each time: ~16k faults per step.
     assert default_faults > 20 * 10_000
     # Reused, the heap only grows now and then (fragmentation; it settles after a few
-    # temporaries' worth, see host_heap), not by one temporary per step.
+    # temporaries' worth, see host_heap), not by one temporary per step. (One CI run under
+    # pytest -n 2 saw 98k reused vs 328k default after a 5-step warm-up, hence 20 now.)
     assert reuse_faults < default_faults / 4
 
 
