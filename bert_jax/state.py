@@ -91,12 +91,15 @@ def _check_exists(directory: str) -> None:
         )
 
 
-def saved_model_config(workdir: str):
+def saved_model_config(workdir: str, expect: tuple[type, str] | None = None):
     """The model config (BertConfig / T5Config) saved with the latest checkpoint of ``workdir``.
+
+    ``expect``: (config class, what the caller needs, for the message) to refuse another family.
 
     Raises:
       FileNotFoundError: ``workdir`` holds no checkpoint.
-      ValueError: the checkpoint records a model class this project does not know.
+      ValueError: the checkpoint records a model class this project does not know, or
+        not the ``expect``-ed one.
     """
     directory = _checkpoint_dir(workdir)
     _check_exists(directory)
@@ -114,7 +117,10 @@ def saved_model_config(workdir: str):
         raise ValueError(
             f"{directory}/{step} holds a {name} model; know {sorted(_PRETRAINING_MODELS)}"
         )
-    return _PRETRAINING_MODELS[name][0](**fields)
+    saved = _PRETRAINING_MODELS[name][0](**fields)
+    if expect is not None and not isinstance(saved, expect[0]):
+        raise ValueError(f"{workdir} holds a {name} model; {expect[1]}")
+    return saved
 
 
 def abstract_params(model) -> tuple[nnx.GraphDef, nnx.State]:

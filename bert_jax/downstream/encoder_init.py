@@ -101,11 +101,7 @@ def pretrain_recipe(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
 
 def checkpoint_model_config(workdir: str) -> bert.BertConfig:
     """The BertConfig saved with the latest checkpoint of a pretraining workdir."""
-    saved = saved_model_config(workdir)
-    if not isinstance(saved, bert.BertConfig):
-        name = type(saved).__name__
-        raise ValueError(f"{workdir} holds a {name} model; this needs BERT/ALBERT")
-    return saved
+    return saved_model_config(workdir, expect=(bert.BertConfig, "this needs BERT/ALBERT"))
 
 
 def restore_pretrained_encoder(config, workdir: str, model_config) -> nnx.State:

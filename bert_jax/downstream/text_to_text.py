@@ -226,11 +226,7 @@ def load_t5(config: ml_collections.ConfigDict):
 
 def checkpoint_t5_config(workdir: str) -> t5.T5Config:
     """The T5Config saved with the latest checkpoint of a T5 pretraining workdir."""
-    saved = saved_model_config(workdir)
-    if not isinstance(saved, t5.T5Config):
-        name = type(saved).__name__
-        raise ValueError(f"{workdir} holds a {name} model; model=t5 fine-tunes T5 checkpoints")
-    return saved
+    return saved_model_config(workdir, expect=(t5.T5Config, "model=t5 fine-tunes T5 checkpoints"))
 
 
 def build_task(config: ml_collections.ConfigDict) -> FinetuneTask:
