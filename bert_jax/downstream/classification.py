@@ -22,7 +22,8 @@ def read_splits(config: ml_collections.ConfigDict) -> dict[str, list[glue.Labell
     """Training and evaluation examples of ``config.finetune.task``, keyed by split.
 
     ``config.finetune.max_eval_examples`` > 0 keeps only that many (the first) of
-    each evaluation split, for quick runs.
+    each evaluation split, for quick runs; ``config.finetune.max_train_examples`` > 0
+    a random that many of the training split (drawn with ``config.seed``: few labels).
     """
     finetune = config.finetune
     if finetune.task == "rotten_tomatoes":
@@ -37,6 +38,17 @@ def read_splits(config: ml_collections.ConfigDict) -> dict[str, list[glue.Labell
             )
             for split in ("train", *spec.eval_splits)
         }
+    if finetune.max_train_examples > 0:
+        train = splits["train"]
+        if finetune.max_train_examples > len(train):
+            raise ValueError(
+                f"config.finetune.max_train_examples={finetune.max_train_examples} exceeds the "
+                f"{len(train)} training examples of {finetune.task}"
+            )
+        chosen = np.random.default_rng(config.seed).choice(
+            len(train), finetune.max_train_examples, replace=False
+        )
+        splits["train"] = [train[i] for i in sorted(chosen)]
     if finetune.max_eval_examples > 0:
         for split in splits:
             if split != "train":

@@ -1,0 +1,159 @@
+"""Runs a sweep: every (cell, seed) pretrained under one budget, then scored by the suite.
+
+Layout of the sweep workdir::
+
+    DIR/sweep.json                   the sweep config (flattened) and the command
+    DIR/cells/<cell>/seed<k>/        the cell's pretraining workdir (checkpoints, logs)
+    DIR/cells/<cell>/seed<k>/result.json   written last, atomically: the cell is done
+    DIR/results.json, results.md, *.png     bert_jax/compare/results.py
+
+Resumable and parallel-safe: a (cell, seed) with a result.json is never redone; one
+without resumes from its newest checkpoint (the train loop's own resume); SIGTERM or
+Ctrl-C during pretraining stops with a durable checkpoint and exit 75
+(bert_jax/preemption.py), like ``bert-jax pretrain``. Different cells write different
+folders, so ``--cell NAME`` runs can share DIR from many machines (a job array);
+``bert-jax compare --report DIR`` then collects them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import sys
+import time
+
+import ml_collections
+
+from bert_jax import train
+from bert_jax.compare import cells, suite
+
+RESULT = "result.json"
+
+
+def cell_dir(workdir: str, cell: str, seed: int) -> str:
+    return os.path.join(workdir, "cells", cell, f"seed{seed}")
+
+
+def _write_json(path: str, value) -> None:
+    """Atomic: a reader (or a rerun after a kill) sees the old file or the whole new one."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(value, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _records(directory: str, split: str) -> list[dict]:
+    """metrics.jsonl records of ``split``, one per step (a resumed run's repeats: the last)."""
+    by_step = {}
+    path = os.path.join(directory, "metrics.jsonl")
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                record = json.loads(line)
+                if record.get("split") == split:
+                    by_step[record["step"]] = record
+    return [by_step[step] for step in sorted(by_step)]
+
+
+def _loss_key(record: dict) -> str:
+    """The objective's loss: the train loss, or the held-out target / masked-LM loss."""
+    for key in ("loss", "target_loss", "mlm_loss"):
+        if key in record:
+            return key
+    raise ValueError(f"metrics.jsonl step {record['step']}: no loss among {sorted(record)}")
+
+
+def _pretrain(config: ml_collections.ConfigDict, directory: str) -> dict:
+    """Pretrains (or resumes, or finds finished) the cell; its budget, time and curves."""
+    timing_path = os.path.join(directory, "timing.json")
+    spent = 0.0
+    if os.path.exists(timing_path):
+        with open(timing_path) as f:
+            spent = json.load(f)["wall_s"]
+    start = time.monotonic()
+    try:
+        out = train.train_and_evaluate(config, directory)
+    finally:  # a preempted segment's time counts too
+        _write_json(timing_path, {"wall_s": spent + time.monotonic() - start})
+    train_records, eval_records = _records(directory, "train"), _records(directory, "eval")
+    return {
+        "pretrain": {
+            "steps": int(out["step"]),
+            "tokens": int(out["step"]) * config.train.batch_size * config.data.max_seq_length,
+            "wall_s": spent + time.monotonic() - start,
+            "eval": eval_records[-1] if eval_records else {},
+        },
+        "curve": [[r["step"], r[_loss_key(r)]] for r in train_records],
+        "eval_curve": [[r["step"], r[_loss_key(r)]] for r in eval_records],
+    }
+
+
+def command_line() -> str:
+    return " ".join(shlex.quote(arg) for arg in ["bert-jax", *sys.argv[1:]])
+
+
+def run_cell(sweep: ml_collections.ConfigDict, workdir: str, name: str, seed: int) -> dict:
+    """Runs one (cell, seed) unless its result.json exists; returns the result."""
+    directory = cell_dir(workdir, name, seed)
+    path = os.path.join(directory, RESULT)
+    if os.path.exists(path):
+        logging.info("%s seed %d: done (%s), not redone", name, seed, path)
+        with open(path) as f:
+            return json.load(f)
+    os.makedirs(directory, exist_ok=True)
+    cell = cells.CELLS[name]
+    config = cells.cell_config(sweep, cell, seed)
+    logging.info("%s seed %d: %s in %s", name, seed, cell.label, directory)
+    if cell.pretrain:
+        result = _pretrain(config, directory)
+    else:
+        result = {"pretrain": None, "curve": [], "eval_curve": []}
+    start = time.monotonic()
+    scores, runs = suite.score(
+        sweep.suite,
+        config,
+        directory if cell.pretrain else None,
+        recipe=sweep.compare[f"{cell.family}_recipe"],
+        out_dir=directory,
+    )
+    result.update(
+        cell=name,
+        seed=seed,
+        family=cell.family,
+        label=cell.label,
+        command=command_line(),
+        scores=scores,
+        score_runs=runs,
+        suite_wall_s=time.monotonic() - start,
+    )
+    _write_json(path, result)
+    return result
+
+
+def run(sweep: ml_collections.ConfigDict, workdir: str, only_cell: str | None = None) -> None:
+    """Every (cell, seed) of ``sweep`` not yet done, then the report (see module docstring).
+
+    Args:
+      only_cell: run just this cell's seeds and write no report (``--cell NAME``).
+    """
+    names = cells.select(only_cell or sweep.compare.cells)
+    suite.check(sweep.suite)
+    if sweep.compare.seeds < 1:
+        raise ValueError(f"config.compare.seeds must be at least 1, got {sweep.compare.seeds}")
+    os.makedirs(workdir, exist_ok=True)
+    flat = cells.flatten(sweep)
+    _write_json(os.path.join(workdir, "sweep.json"), {"config": flat, "command": command_line()})
+    total = len(names) * sweep.compare.seeds
+    done = 0
+    for name in names:
+        for seed in range(sweep.compare.seeds):
+            run_cell(sweep, workdir, name, seed)
+            done += 1
+            logging.info("sweep: %d of %d (cell, seed) runs done", done, total)
+    if only_cell is None:
+        from bert_jax.compare import results
+
+        paths = results.write(workdir)
+        logging.info("sweep report: %s", ", ".join(paths))
