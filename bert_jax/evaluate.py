@@ -31,6 +31,26 @@ def _variant(config: ml_collections.ConfigDict, pair_task: str) -> ml_collection
     return variant
 
 
+def pair_cross_evaluation(config, eval_step, params, data_sharding, num_batches: int):
+    """``{pair task: (metrics, batches)}``: the one pair head on NSP- and SOP-style pairs.
+
+    Args:
+      config: a BERT-family run config; its ``seed`` fixes which held-out pairs are drawn.
+      eval_step: ``jax.jit(train.make_eval_step(task, graphdef))`` of the checkpoint's model.
+      params: the checkpoint's parameters.
+      data_sharding: the batch sharding on the mesh the parameters live on.
+      num_batches: held-out batches of ``config.train.batch_size`` pairs per task.
+    """
+    out = {}
+    for pair_task in PAIR_TASKS:
+        variant = _variant(config, pair_task)
+        variant_task = objectives.get_task(variant)
+        batches = train.eval_batches(variant, variant_task, num_batches)
+        metrics = train.evaluate(eval_step, params, batches, data_sharding, variant_task)
+        out[pair_task] = (metrics, batches)
+    return out
+
+
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     """Scores the latest checkpoint; see the module docstring."""
     task = objectives.get_task(config)
@@ -41,11 +61,10 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
         results: dict[str, float] = {"step": step}
         if config.model.name in ("bert", "albert"):
             train_counts = baselines.training_unigram_counts(config.data, task.tokenizer)
-            for pair_task in PAIR_TASKS:
-                variant = _variant(config, pair_task)
-                variant_task = objectives.get_task(variant)
-                batches = train.eval_batches(variant, variant_task, config.train.eval_batches)
-                metrics = train.evaluate(eval_step, params, batches, data_sharding, variant_task)
+            pairs = pair_cross_evaluation(
+                config, eval_step, params, data_sharding, config.train.eval_batches
+            )
+            for pair_task, (metrics, batches) in pairs.items():
                 figures = bert_eval.held_out_baselines(train_counts, batches, task.tokenizer)
                 results[f"{pair_task}_accuracy"] = metrics["pair_accuracy"]
                 results[f"{pair_task}_majority_accuracy"] = figures["pair_majority_accuracy"]

@@ -38,6 +38,7 @@ class Encoder:
                 params = jax.jit(init)().params
             else:
                 graphdef, params, self.step = restore_params(workdir, self.task, mesh, rules)
+        self.graphdef, self.params = graphdef, params
         self.model = nnx.merge(graphdef, params)
         self._forward = nnx.jit(functools.partial(_pooled, family=self.family))
 

@@ -17,6 +17,7 @@ import copy
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 
@@ -31,6 +32,7 @@ flags.DEFINE_string("pretrained", None, "Pretraining workdir (its latest checkpo
 flags.DEFINE_string("recipe", "configs/bert.py", "The recipe it was pretrained with.")
 flags.DEFINE_integer("seeds", 3, "Random initialisations / labelled draws per arm.")
 flags.DEFINE_string("out", "docs/compare/separation", "Output directory.")
+flags.DEFINE_string("scratch", "/tmp/bert_jax_separation", "Fine-tuning workdirs go here.")
 flags.DEFINE_string("tasks", "rt_probe,lee,pairs,rt_finetune", "Candidate tasks.")
 flags.DEFINE_integer("finetune_examples", 500, "Labelled snippets for rt_finetune.")
 flags.DEFINE_integer("finetune_epochs", 10, "Epochs over them.")
@@ -58,7 +60,7 @@ def _arm_scores(config, workdir, seeds: int, tasks, scratch: str) -> dict[str, l
             lee = probes.lee_spearman(encoder, sweep_suite.max_length, sweep_suite.download_dir)
             out.setdefault("lee_spearman", []).append(lee)
         if "pairs" in tasks and config.model.name != "t5":
-            for name, value in suite.pair_scores(encoder.model, cell_config, 512).items():
+            for name, value in suite.pair_scores(encoder, cell_config, 512).items():
                 out.setdefault(name, []).append(value)
         if "rt_finetune" in tasks:
             accuracy = few_label.rt_finetune(
@@ -109,7 +111,8 @@ def main(argv) -> None:
     tasks = FLAGS.tasks.split(",")
     os.makedirs(FLAGS.out, exist_ok=True)
     start = time.monotonic()
-    scratch = os.path.join(FLAGS.out, "runs")
+    scratch = FLAGS.scratch
+    shutil.rmtree(scratch, ignore_errors=True)  # runs of another checkpoint would resume
     pretrained = _arm_scores(config, FLAGS.pretrained, FLAGS.seeds, tasks, scratch + "/pre")
     random = _arm_scores(config, None, FLAGS.seeds, tasks, scratch + "/random")
     rows = summarise(pretrained, random)

@@ -24,11 +24,9 @@ import logging
 import math
 
 import jax
-import jax.numpy as jnp
 import ml_collections
-from flax import nnx
 
-from bert_jax import objectives, train
+from bert_jax import evaluate, sharding, train
 from bert_jax.compare import features, few_label, probes
 
 TASKS = ("rt_probe", "lee", "pairs", "rt_finetune")
@@ -61,27 +59,23 @@ def check(suite: ml_collections.ConfigDict) -> None:
     _sizes(suite)
 
 
-def pair_scores(model, config: ml_collections.ConfigDict, num_examples: int) -> dict[str, float]:
-    """Sentence-pair accuracy on NSP-style and SOP-style held-out pairs; MLM accuracy."""
-    scores = {}
-    eval_fn = None
-    for kind in ("nsp", "sop"):
-        pairs_config = copy.deepcopy(config)
-        pairs_config.objective.sentence_pair_task = kind
-        pairs_config.seed = EVAL_SEED  # the same held-out pairs for every cell and seed
-        task = objectives.get_task(pairs_config)
-        batches = train.eval_batches(
-            pairs_config, task, math.ceil(num_examples / pairs_config.train.batch_size)
+def pair_scores(encoder: features.Encoder, config, num_examples: int) -> dict[str, float]:
+    """Sentence-pair accuracy on NSP-style and SOP-style held-out pairs; MLM accuracy.
+
+    The same held-out pairs for every cell and seed (drawn with ``EVAL_SEED``), through
+    `bert_jax.evaluate.pair_cross_evaluation` (``bert-jax evaluate``'s own path).
+    """
+    pairs_config = copy.deepcopy(config)
+    pairs_config.seed = EVAL_SEED
+    num_batches = math.ceil(num_examples / config.train.batch_size)
+    eval_step = jax.jit(train.make_eval_step(encoder.task, encoder.graphdef))
+    with sharding.mesh_context(config.mesh) as (mesh, rules):
+        data_sharding = sharding.data_sharding(mesh, rules)
+        pairs = evaluate.pair_cross_evaluation(
+            pairs_config, eval_step, encoder.params, data_sharding, num_batches
         )
-        eval_fn = eval_fn or nnx.jit(task.eval_fn)
-        totals = None
-        for batch in batches:
-            sums = eval_fn(model, jax.tree.map(jnp.asarray, batch))
-            totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-        metrics = task.finish_eval({k: float(v) for k, v in jax.device_get(totals).items()})
-        scores[f"{kind}_accuracy"] = metrics["pair_accuracy"]
-        if kind == "nsp":
-            scores["mlm_accuracy"] = metrics["mlm_accuracy"]
+    scores = {f"{kind}_accuracy": metrics["pair_accuracy"] for kind, (metrics, _) in pairs.items()}
+    scores["mlm_accuracy"] = pairs["nsp"][0]["mlm_accuracy"]
     return scores
 
 
@@ -115,7 +109,7 @@ def score(suite, config, workdir: str | None, *, recipe: str, out_dir: str):
                 encoder, suite.max_length, suite.download_dir
             )
         elif name == "pairs" and encoder.family != "t5":
-            scores.update(pair_scores(encoder.model, config, suite.pair_examples))
+            scores.update(pair_scores(encoder, config, suite.pair_examples))
         elif name == "rt_finetune":
             size = suite.finetune_examples
             scores[f"rt_finetune_{size}"] = few_label.rt_finetune(

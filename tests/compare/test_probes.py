@@ -75,7 +75,7 @@ def test_t5_models_are_probed_through_their_encoder(vocab_path):
 
 def test_untrained_pair_head_is_at_chance_on_both_pair_kinds(bert_config):
     encoder = features.Encoder(bert_config, None)
-    scores = suite.pair_scores(encoder.model, bert_config, 64)
+    scores = suite.pair_scores(encoder, bert_config, 64)
     assert set(scores) == {"nsp_accuracy", "sop_accuracy", "mlm_accuracy"}
     assert 0.3 < scores["nsp_accuracy"] < 0.7 and 0.3 < scores["sop_accuracy"] < 0.7
     assert scores["mlm_accuracy"] < 0.05
