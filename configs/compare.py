@@ -89,6 +89,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.suite.pair_examples = 512  # held-out NSP-style and SOP-style pairs
     config.suite.finetune_examples = 500  # rt_finetune: labelled snippets, one run per seed
     config.suite.finetune_epochs = 10
+    # GLUE / SQuAD join the suite when these hold their data (bert_jax/compare/suite.py).
+    config.suite.glue_dir = ""  # GLUE TSV root (CoLA/, SST-2/, ...) or a TFDS data_dir
+    config.suite.glue_source = "tsv"  # tsv | tfds
+    config.suite.squad_dir = ""  # train-v1.1.json + dev-v1.1.json (and/or v2.0)
     config.suite.primary = "rt_probe_500"  # the score tables rank by
 
     if "runlocal" in args:

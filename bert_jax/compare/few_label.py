@@ -1,10 +1,13 @@
-"""Few-label Rotten Tomatoes fine-tuning of a cell's model: the suite's ``rt_finetune``.
+"""Fine-tuning a cell's model: few-label Rotten Tomatoes, and GLUE / SQuAD when present.
 
-The whole model is fine-tuned on N labelled snippets (``configs/finetune.py`` with
-``train_examples=N``, drawn with the seed) through the one downstream pipeline
-(`bert_jax.downstream.finetune`): encoder models with a classification head,
-encoder-decoder models text-to-text, as the T5 paper fine-tunes. Accuracy on the full
-validation split. Costlier than the probes (a training run per score).
+The whole model is fine-tuned through the one downstream pipeline
+(`bert_jax.downstream.finetune`, configs/finetune.py): encoder models with a head,
+encoder-decoder models text-to-text, as the T5 paper fine-tunes. ``rt_finetune``: N
+labelled snippets (``train_examples=N``, drawn with the seed), accuracy on the full
+validation split. ``present_tasks``: the GLUE tasks whose TSV folders (or TFDS
+``glue/<task>`` directories) and the SQuAD versions whose json files are in the suite's
+data directories; each is scored by its official headline metric. Costlier than the
+probes: a training run per score.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import os
 import ml_collections
 
 from bert_jax import run_config
-from bert_jax.downstream import finetune
+from bert_jax.downstream import finetune, glue
 
 _MODEL_FIELDS = {
     "bert": ("size", "num_layers", "hidden_size", "num_heads", "intermediate_size"),
@@ -27,21 +30,14 @@ def finetune_config(
     pretrain: ml_collections.ConfigDict,
     pretrain_recipe: str,
     workdir: str | None,
-    size: int,
     seed: int,
-    epochs: int,
+    args: str,
 ) -> ml_collections.ConfigDict:
-    """The fine-tuning config for the model pretrained with ``pretrain`` in ``workdir``.
-
-    ``workdir=None`` fine-tunes the model's random initialisation (no pretraining).
-    """
-    family = pretrain.model.name
-    model = "t5" if family == "t5" else "bert"
+    """The fine-tuning config (configs/finetune.py:ARGS) for the model pretrained with
+    ``pretrain`` in ``workdir``; ``workdir=None`` fine-tunes its random initialisation."""
+    model = "t5" if pretrain.model.name == "t5" else "bert"
     init = "random" if workdir is None else "pretrained"
-    config = run_config.load_recipe(
-        f"configs/finetune.py:task=rotten_tomatoes,init={init},model={model},"
-        f"train_examples={size},epochs={epochs}"
-    )
+    config = run_config.load_recipe(f"configs/finetune.py:init={init},model={model},{args}")
     config.seed = seed
     config.data.vocab_path = pretrain.data.vocab_path
     config.mesh = pretrain.mesh
@@ -54,17 +50,48 @@ def finetune_config(
     return config
 
 
-def rt_finetune(
-    pretrain: ml_collections.ConfigDict,
-    pretrain_recipe: str,
-    workdir: str | None,
-    out_dir: str,
-    size: int,
-    seed: int,
-    epochs: int = 10,
-) -> float:
+def headline(task: str, final: dict) -> float:
+    """The official headline metric of the first evaluation split."""
+    split = next(iter(final))
+    if task.startswith("squad"):
+        return float(final[split]["f1"])
+    return float(final[split][glue.task_spec(task).metrics[0]])
+
+
+def finetune_score(pretrain, pretrain_recipe, workdir, out_dir, task, seed, **finetune_fields):
+    """Fine-tunes on ``task`` (configs/finetune.py ``task=``, ``config.finetune`` fields
+    such as ``data_dir`` set from ``finetune_fields``) and returns its headline metric."""
+    config = finetune_config(pretrain, pretrain_recipe, workdir, seed, f"task={task}")
+    for field, value in finetune_fields.items():
+        config.finetune[field] = value
+    summary = finetune.run_finetune(config, os.path.join(out_dir, f"{task}_seed{seed}"))
+    return headline(task, summary["final"])
+
+
+def rt_finetune(pretrain, pretrain_recipe, workdir, out_dir, size, seed, epochs=10) -> float:
     """Validation accuracy after fine-tuning on ``size`` labelled snippets (seed ``seed``)."""
-    config = finetune_config(pretrain, pretrain_recipe, workdir, size, seed, epochs)
+    args = f"train_examples={size},epochs={epochs}"
+    config = finetune_config(
+        pretrain, pretrain_recipe, workdir, seed, f"task=rotten_tomatoes,{args}"
+    )
     directory = os.path.join(out_dir, f"rt_finetune_{size}_seed{seed}")
-    summary = finetune.run_finetune(config, directory)
-    return float(summary["final"]["validation"]["accuracy"])
+    return headline("rotten_tomatoes", finetune.run_finetune(config, directory)["final"])
+
+
+def present_tasks(glue_dir: str, glue_source: str, squad_dir: str, family: str) -> list[str]:
+    """GLUE tasks and SQuAD versions whose data are in these directories ('' : none)."""
+    found = []
+    if glue_dir:
+        for name, spec in glue.TASKS.items():
+            if glue_source == "tfds":
+                present = os.path.isdir(os.path.join(glue_dir, "glue", name))
+            else:
+                present = os.path.exists(os.path.join(glue_dir, spec.folder, "train.tsv"))
+            if present:
+                found.append(name)
+    if squad_dir and family != "t5":  # T5 fine-tunes text-to-text, not span extraction
+        for task, version in (("squad_v1", "v1.1"), ("squad_v2", "v2.0")):
+            files = (f"train-{version}.json", f"dev-{version}.json")
+            if all(os.path.exists(os.path.join(squad_dir, name)) for name in files):
+                found.append(task)
+    return found

@@ -13,6 +13,12 @@
   Rotten Tomatoes snippets (``rt_finetune_N``; few_label.py): encoder cells with a
   classification head, encoder-decoder cells text-to-text. A training run per score.
 
+GLUE tasks and SQuAD join by themselves when their data are present:
+``suite.glue_dir`` (GLUE TSV root, or a TFDS data_dir with ``suite.glue_source=tfds``)
+and ``suite.squad_dir`` (train-/dev-v1.1.json, v2.0); each adds its headline metric
+(``cola``: Matthews, ``mrpc``: F1, ``stsb``: Pearson, ``squad_v1``: F1, ...), fine-tuned
+with configs/finetune.py's recipe for the task.
+
 Why these: docs/compare/README.md (the pretrained-vs-random separation table).
 Encoder-decoder models are probed through their encoder.
 """
@@ -115,5 +121,16 @@ def score(suite, config, workdir: str | None, *, recipe: str, out_dir: str):
             scores[f"rt_finetune_{size}"] = few_label.rt_finetune(
                 config, recipe, workdir, out_dir, size, config.seed, suite.finetune_epochs
             )
+    # GLUE and SQuAD join when their data are present (config.suite.glue_dir / squad_dir).
+    family = config.model.name
+    present = few_label.present_tasks(suite.glue_dir, suite.glue_source, suite.squad_dir, family)
+    for task in present:
+        if task.startswith("squad"):
+            fields = {"data_dir": suite.squad_dir}
+        else:
+            fields = {"data_dir": suite.glue_dir, "source": suite.glue_source}
+        scores[task] = few_label.finetune_score(
+            config, recipe, workdir, out_dir, task, config.seed, **fields
+        )
     logging.info("suite scores of %s: %s", workdir or "random init", scores)
     return scores, runs

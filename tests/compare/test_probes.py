@@ -7,7 +7,7 @@ import pytest
 from conftest import tiny_bert_config
 
 from bert_jax import run_config
-from bert_jax.compare import features, probes, suite
+from bert_jax.compare import features, few_label, probes, suite
 
 
 def test_logistic_probe_fits_a_separable_rule_and_matches_the_optimum():
@@ -79,3 +79,23 @@ def test_untrained_pair_head_is_at_chance_on_both_pair_kinds(bert_config):
     assert set(scores) == {"nsp_accuracy", "sop_accuracy", "mlm_accuracy"}
     assert 0.3 < scores["nsp_accuracy"] < 0.7 and 0.3 < scores["sop_accuracy"] < 0.7
     assert scores["mlm_accuracy"] < 0.05
+
+
+def test_glue_and_squad_join_the_suite_when_their_data_are_present(tmp_path):
+    glue_dir, squad_dir = tmp_path / "glue", tmp_path / "squad"
+    for folder in ("SST-2", "MRPC", "CoLA"):
+        (glue_dir / folder).mkdir(parents=True)
+    (glue_dir / "SST-2" / "train.tsv").write_text("sentence\tlabel\n")
+    (glue_dir / "MRPC" / "train.tsv").write_text("x\n")  # CoLA: a folder without train.tsv
+    squad_dir.mkdir()
+    for name in ("train-v1.1.json", "dev-v1.1.json", "train-v2.0.json"):  # no dev-v2.0
+        (squad_dir / name).write_text("{}")
+    assert few_label.present_tasks(str(glue_dir), "tsv", str(squad_dir), "bert") == [
+        "sst2",
+        "mrpc",
+        "squad_v1",
+    ]
+    assert few_label.present_tasks(str(glue_dir), "tsv", str(squad_dir), "t5") == ["sst2", "mrpc"]
+    assert few_label.present_tasks("", "tsv", "", "bert") == []
+    assert few_label.headline("mrpc", {"validation": {"f1": 81.0, "accuracy": 70.0}}) == 81.0
+    assert few_label.headline("squad_v1", {"validation": {"exact": 60.0, "f1": 71.0}}) == 71.0
