@@ -23,15 +23,15 @@ import os
 
 from bert_jax.compare import cells, markdown, paper, plots
 
-DEFAULT_PRIMARY = "rt_probe_500"
+DEFAULT_PRIMARY = "lee_spearman"  # configs/compare.py suite.primary
 REQUIRED = {"cell": str, "seed": int, "scores": dict}
 # The T5 tables' baseline (★) row; other tables compare against their first row.
 BASELINE_CELL = {name: "t5_iid_replace_spans" for name in ("t5_table5", "t5_table6", "t5_table7")}
 # Column order of our scores in a table (the primary first; scores not listed last).
 METRICS = (
+    "lee_spearman",
     "rt_probe_500",
     "rt_probe_2000",
-    "lee_spearman",
     "mlm_accuracy",
     "nsp_accuracy",
     "sop_accuracy",

@@ -179,7 +179,7 @@ def test_primary_comes_from_the_sweep_config(sweep_dir):
     assert table["primary"] == "lee_spearman"
     assert {row["rank"] for row in table["rows"]} == {1}  # every cell scores 0.3: a tie
     (sweep_dir / "sweep.json").unlink()  # no sweep.json: the default primary
-    assert results.collect(str(sweep_dir))["primary"] == "rt_probe_500"
+    assert results.collect(str(sweep_dir))["primary"] == "lee_spearman"
 
 
 @pytest.mark.parametrize(
