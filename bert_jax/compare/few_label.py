@@ -58,24 +58,26 @@ def headline(task: str, final: dict) -> float:
     return float(final[split][glue.task_spec(task).metrics[0]])
 
 
-def finetune_score(pretrain, pretrain_recipe, workdir, out_dir, task, seed, **finetune_fields):
-    """Fine-tunes on ``task`` (configs/finetune.py ``task=``, ``config.finetune`` fields
-    such as ``data_dir`` set from ``finetune_fields``) and returns its headline metric."""
-    config = finetune_config(pretrain, pretrain_recipe, workdir, seed, f"task={task}")
+def finetune_score(
+    pretrain, pretrain_recipe, workdir, out_dir, task, seed, args="", name=None, **finetune_fields
+) -> float:
+    """Fine-tunes on ``task`` (configs/finetune.py ``task=`` plus ``args``, ``config.finetune``
+    fields such as ``data_dir`` from ``finetune_fields``) in ``out_dir/<name>_seed<seed>``
+    (``name`` defaults to the task); returns its headline metric."""
+    spec = f"task={task},{args}" if args else f"task={task}"
+    config = finetune_config(pretrain, pretrain_recipe, workdir, seed, spec)
     for field, value in finetune_fields.items():
         config.finetune[field] = value
-    summary = finetune.run_finetune(config, os.path.join(out_dir, f"{task}_seed{seed}"))
-    return headline(task, summary["final"])
+    directory = os.path.join(out_dir, f"{name or task}_seed{seed}")
+    return headline(task, finetune.run_finetune(config, directory)["final"])
 
 
 def rt_finetune(pretrain, pretrain_recipe, workdir, out_dir, size, seed, epochs=10) -> float:
     """Validation accuracy after fine-tuning on ``size`` labelled snippets (seed ``seed``)."""
-    args = f"train_examples={size},epochs={epochs}"
-    config = finetune_config(
-        pretrain, pretrain_recipe, workdir, seed, f"task=rotten_tomatoes,{args}"
-    )
-    directory = os.path.join(out_dir, f"rt_finetune_{size}_seed{seed}")
-    return headline("rotten_tomatoes", finetune.run_finetune(config, directory)["final"])
+    return finetune_score(
+        pretrain, pretrain_recipe, workdir, out_dir, "rotten_tomatoes", seed,
+        args=f"train_examples={size},epochs={epochs}", name=f"rt_finetune_{size}",
+    )  # fmt: skip
 
 
 def present_tasks(glue_dir: str, glue_source: str, squad_dir: str, family: str) -> list[str]:

@@ -26,7 +26,7 @@ import time
 
 import ml_collections
 
-from bert_jax import train
+from bert_jax import report, train
 from bert_jax.compare import cells, suite
 
 RESULT = "result.json"
@@ -46,14 +46,7 @@ def _write_json(path: str, value) -> None:
 
 def _records(directory: str, split: str) -> list[dict]:
     """metrics.jsonl records of ``split``, one per step (a resumed run's repeats: the last)."""
-    by_step = {}
-    path = os.path.join(directory, "metrics.jsonl")
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                record = json.loads(line)
-                if record.get("split") == split:
-                    by_step[record["step"]] = record
+    by_step = {r["step"]: r for r in report.read_metrics(directory) if r.get("split") == split}
     return [by_step[step] for step in sorted(by_step)]
 
 
