@@ -127,13 +127,24 @@ def apply_recipe(
     if name not in recipes:
         raise ValueError(f"{recipe_file}: unknown recipe={name!r} ({' | '.join(recipes)})")
     for dotted, value in recipes[name].items():
-        *sections, field = dotted.split(".")
-        node = config
-        for section in sections:
-            node = node[section]
-        if field not in node:  # a typo in the table would otherwise add a dead key
-            raise ValueError(f"{recipe_file}: recipe {name!r} sets unknown field {dotted!r}")
-        node[field] = value
+        set_field(config, dotted, value, f"{recipe_file}: recipe {name!r}")
+
+
+def set_field(config: ml_collections.ConfigDict, dotted: str, value: Any, origin: str) -> None:
+    """``config.<dotted> = value`` for an existing field; a typo would add a dead key.
+
+    Raises:
+      ValueError: ``dotted`` names no field of ``config``, with ``origin`` (who set it).
+    """
+    *sections, field = dotted.split(".")
+    node = config
+    for section in sections:
+        if section not in node or not isinstance(node[section], ml_collections.ConfigDict):
+            raise ValueError(f"{origin} sets unknown field {dotted!r}")
+        node = node[section]
+    if field not in node:
+        raise ValueError(f"{origin} sets unknown field {dotted!r}")
+    node[field] = value
 
 
 def shrink_for_local_run(config: ml_collections.ConfigDict) -> None:

@@ -171,16 +171,6 @@ def flatten(node: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]
     return flat
 
 
-def _set(config: ml_collections.ConfigDict, dotted: str, value: Any, origin: str) -> None:
-    *sections, field = dotted.split(".")
-    node = config
-    for section in sections:
-        node = node[section]
-    if field not in node:
-        raise ValueError(f"{origin}: {dotted!r} is not a field of the pretraining config")
-    node[field] = value
-
-
 def cell_config(sweep: ml_collections.ConfigDict, cell: Cell, seed: int):
     """The pretraining config of ``cell`` with ``seed`` under the sweep's shared budget.
 
@@ -191,11 +181,11 @@ def cell_config(sweep: ml_collections.ConfigDict, cell: Cell, seed: int):
     """
     config = run_config.load_recipe(sweep.compare[f"{cell.family}_recipe"])
     for dotted, value in flatten(sweep.data, "data.").items():
-        _set(config, dotted, value, "config.data")
+        run_config.set_field(config, dotted, value, "config.data")
     for dotted, value in flatten(sweep.compare.budget).items():
-        _set(config, dotted, value, "config.compare.budget")
+        run_config.set_field(config, dotted, value, "config.compare.budget")
     for dotted, value in cell.overrides.items():
-        _set(config, dotted, value, f"cell {cell.name}")
+        run_config.set_field(config, dotted, value, f"cell {cell.name}")
     config.seed = seed
     config.mesh = sweep.mesh
     return config

@@ -25,7 +25,7 @@ import numpy as np
 from absl import app, flags
 
 from bert_jax import run_config
-from bert_jax.compare import features, few_label, probes, suite
+from bert_jax.compare import suite
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("pretrained", None, "Pretraining workdir (its latest checkpoint).")
@@ -41,33 +41,26 @@ KEEP_AT = 3.0
 
 
 def _arm_scores(config, workdir, seeds: int, tasks, scratch: str) -> dict[str, list[float]]:
-    """Per seed k, each candidate metric of one arm (workdir None: random init k)."""
-    sweep_suite = run_config.load_recipe("configs/compare.py").suite
+    """Per seed k, each candidate metric of one arm (workdir None: random init k).
+
+    Scores through ``suite.score`` (the sweep's own path) with the candidate tasks; a
+    few-label probe's k-th labelled draw goes with seed k.
+    """
+    candidates = run_config.load_recipe("configs/compare.py").suite
+    candidates.tasks = ",".join(tasks)
+    candidates.probe_seeds = seeds
+    candidates.finetune_examples = FLAGS.finetune_examples
+    candidates.finetune_epochs = FLAGS.finetune_epochs
+    candidates.glue_dir = candidates.squad_dir = ""  # the candidates only
     out: dict[str, list[float]] = {}
     for k in range(seeds):
         cell_config = copy.deepcopy(config)
         cell_config.seed = k
-        encoder = features.Encoder(cell_config, workdir)
-        if "rt_probe" in tasks:
-            sizes = [int(s) for s in sweep_suite.probe_sizes.split(",")]
-            _, runs = probes.rt_probe(
-                encoder, sizes, seeds, sweep_suite.probe_l2, sweep_suite.max_length,
-                sweep_suite.download_dir,
-            )  # fmt: skip
-            for name, values in runs.items():
-                out.setdefault(name, []).append(values[k])
-        if "lee" in tasks:
-            lee = probes.lee_spearman(encoder, sweep_suite.max_length, sweep_suite.download_dir)
-            out.setdefault("lee_spearman", []).append(lee)
-        if "pairs" in tasks and config.model.name != "t5":
-            for name, value in suite.pair_scores(encoder, cell_config, 512).items():
-                out.setdefault(name, []).append(value)
-        if "rt_finetune" in tasks:
-            accuracy = few_label.rt_finetune(
-                cell_config, FLAGS.recipe, workdir, scratch, FLAGS.finetune_examples, k,
-                FLAGS.finetune_epochs,
-            )  # fmt: skip
-            out.setdefault(f"rt_finetune_{FLAGS.finetune_examples}", []).append(accuracy)
+        scores, runs = suite.score(
+            candidates, cell_config, workdir, recipe=FLAGS.recipe, out_dir=scratch
+        )
+        for name, value in scores.items():
+            out.setdefault(name, []).append(runs[name][k] if name in runs else value)
         logging.info(
             "arm %s seed %d: %s", workdir or "random", k, {n: v[-1] for n, v in out.items()}
         )
