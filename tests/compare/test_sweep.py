@@ -128,7 +128,8 @@ def test_selection_and_config_errors_name_the_field():
         sweep.run(sweep_config, "/nonexistent/never-created")
     broken = run_config.load_recipe("configs/compare.py")
     broken.compare.budget.train = ml_collections.ConfigDict({"num_stepz": 3})
-    with pytest.raises(ValueError, match="config.compare.budget sets unknown field 'train.num_stepz'"):
+    unknown = "config.compare.budget sets unknown field 'train.num_stepz'"
+    with pytest.raises(ValueError, match=unknown):
         cells.cell_config(broken, cells.CELLS["bert_mlm_nsp"], 0)
     assert not os.path.exists("/nonexistent/never-created")
 
