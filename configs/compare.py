@@ -32,8 +32,8 @@ SCALES = {
         "encoder_recipe": "configs/bert.py:size=tiny",
         "encoder_decoder_recipe": "configs/t5.py:size=tiny",
         "budget": {
-            # 250 x 32 x 128 = 1,024,000 tokens: ten cells x three seeds in ~80 min
-            # of a 2-core CPU (docs/compare/README.md has the measured cost).
+            # 250 x 32 x 128 = 1,024,000 tokens: ~1.5 min per BERT run and 5-7 min per
+            # T5 run on a 2-core CPU (docs/compare/README.md has the measured cost).
             "train.num_steps": 250,
             "train.batch_size": 32,
             "data.max_seq_length": 128,
