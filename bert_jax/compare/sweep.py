@@ -83,6 +83,39 @@ def _pretrain(config: ml_collections.ConfigDict, directory: str) -> dict:
     }
 
 
+# Fields a rerun into the same workdir may change: which cells, how many seeds, and
+# the device mesh (the global batch, hence the budget, does not depend on it).
+_FREE_FIELDS = ("compare.cells", "compare.seeds")
+_FREE_PREFIXES = ("mesh.",)
+
+
+def check_same_budget(workdir: str, flat: dict) -> None:
+    """Refuses to mix budgets: a workdir's cells must all share the sweep's config.
+
+    Raises:
+      ValueError: naming DIR/sweep.json and each field whose value differs.
+    """
+    path = os.path.join(workdir, "sweep.json")
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        before = json.load(f)["config"]
+    keys = sorted(
+        k for k in (set(before) | set(flat)) - set(_FREE_FIELDS) if not k.startswith(_FREE_PREFIXES)
+    )
+    changed = [k for k in keys if before.get(k) != _jsonable(flat.get(k))]
+    if changed:
+        diffs = "; ".join(f"{k}: {before.get(k)!r} -> {flat.get(k)!r}" for k in changed[:8])
+        raise ValueError(
+            f"{path}: this workdir's cells ran under another config ({diffs}); "
+            "rerun with the same config or use a fresh --workdir"
+        )
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value))
+
+
 def command_line() -> str:
     return " ".join(shlex.quote(arg) for arg in ["bert-jax", *sys.argv[1:]])
 
@@ -137,11 +170,13 @@ def run(sweep: ml_collections.ConfigDict, workdir: str, only_cell: str | None = 
         raise ValueError(f"config.compare.seeds must be at least 1, got {sweep.compare.seeds}")
     os.makedirs(workdir, exist_ok=True)
     flat = cells.flatten(sweep)
+    check_same_budget(workdir, flat)
     _write_json(os.path.join(workdir, "sweep.json"), {"config": flat, "command": command_line()})
     total = len(names) * sweep.compare.seeds
     done = 0
-    for name in names:
-        for seed in range(sweep.compare.seeds):
+    # Seed-major: a sweep stopped part-way has one seed of every cell before a second.
+    for seed in range(sweep.compare.seeds):
+        for name in names:
             run_cell(sweep, workdir, name, seed)
             done += 1
             logging.info("sweep: %d of %d (cell, seed) runs done", done, total)

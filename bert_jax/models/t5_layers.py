@@ -97,8 +97,35 @@ class RelativePositionBias(nnx.Module):
             num_buckets=self.num_buckets,
             max_distance=self.max_distance,
         )
-        values = self.embedding[...].astype(jnp.float32)[buckets]  # [b, q, k, heads]
-        return jnp.transpose(values, (0, 3, 1, 2))  # [b, heads, q, k]
+        # t5x's one-hot contraction instead of a gather: its gradient is a matmul, not a
+        # scatter-add into the few buckets (exact: one non-zero term per output).
+        one_hot = jax.nn.one_hot(buckets, self.num_buckets, dtype=jnp.float32)
+        table = self.embedding[...].astype(jnp.float32)
+        return jnp.einsum("bqkn,nh->bhqk", one_hot, table)  # [b, heads, q, k]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def broadcast_batch(bias: jax.Array, rows: int) -> jax.Array:
+    """``[1, ...]`` bias broadcast to ``[rows, ...]``.
+
+    The same values as broadcasting inside the attention, but the backward pass sums
+    the rows with a matmul: XLA:CPU's reduce over a leading batch axis was ~10x
+    slower (measured, benchmarks/README.md) and cost ~8% of a T5 tiny step.
+    """
+    return jnp.broadcast_to(bias, (rows, *bias.shape[1:]))
+
+
+def _broadcast_batch_fwd(bias, rows):
+    return broadcast_batch(bias, rows), None
+
+
+def _broadcast_batch_bwd(rows, _, grad):
+    ones = jnp.ones((rows,), grad.dtype)
+    summed = jnp.einsum("b,bx->x", ones, grad.reshape(rows, -1))
+    return (summed.reshape((1, *grad.shape[1:])),)
+
+
+broadcast_batch.defvjp(_broadcast_batch_fwd, _broadcast_batch_bwd)
 
 
 def _norm(config: T5Config, rngs: nnx.Rngs) -> layers.RMSNorm:
@@ -227,6 +254,8 @@ class Stack(nnx.Module):
     def __call__(self, x, *, positions, deterministic, rngs, **layer_kwargs):
         """Runs ``x`` [batch, length, embed]; positions are [batch or 1, length]."""
         bias = self.relative_position_bias(positions, positions)  # [b or 1, heads, q, k]
+        if bias.shape[0] == 1 < x.shape[0]:
+            bias = broadcast_batch(bias, x.shape[0])  # [b, heads, q, k]
         x = self.dropout(x, deterministic=deterministic, rngs=rngs)
 
         def layer_fn(layer, x, layer_rngs):

@@ -24,12 +24,11 @@ from bert_jax.objectives.task import Task, pretraining_batches
 __all__ = ["ALIASES", "PRESETS", "T5DataConfig", "T5Objective", "create_task", "make_loss_fn"]
 
 
-_FEATURE_ARGS = (
-    "encoder_segment_ids",
-    "decoder_segment_ids",
-    "encoder_positions",
-    "decoder_positions",
-)
+# Packed rows' *_positions are not passed (t5x's way): positions restart at each
+# segment, so wherever the segment mask lets a query see a key, key - query equals
+# that of the row's own arange, and the model computes one [1, heads, q, k] bias
+# instead of one per row (tests/models/test_t5.py checks the logits are the same).
+_FEATURE_ARGS = ("encoder_segment_ids", "decoder_segment_ids")
 
 
 def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> t5.T5Config:

@@ -140,3 +140,22 @@ def test_paper_scale_is_t5_base_with_2_to_the_35_tokens_per_cell():
     assert config.model.size == "base"
     tokens = config.train.num_steps * config.train.batch_size * config.data.max_seq_length
     assert tokens == 2**35
+
+
+def test_a_workdir_refuses_another_budget_and_runs_seed_major(tmp_path, monkeypatch):
+    """A rerun may change the cells or seeds, not the budget; seed 0 of every cell first."""
+    sweep_config = run_config.load_recipe("configs/compare.py:cells=albert_table5,seeds=2")
+    order = []
+    monkeypatch.setattr(sweep, "run_cell", lambda _s, _w, name, seed: order.append((name, seed)))
+    sweep.run(sweep_config, str(tmp_path), only_cell="albert_table5")
+    names = cells.select("albert_table5")
+    assert order == [(name, seed) for seed in (0, 1) for name in names]
+
+    more = run_config.load_recipe("configs/compare.py:cells=t5_table4,seeds=3")
+    sweep.run(more, str(tmp_path), only_cell="t5_prefix_lm")  # other cells, seeds: fine
+    other = run_config.load_recipe("configs/compare.py:cells=albert_table5,seeds=2")
+    other.compare.budget.train.num_steps = 7
+    order.clear()
+    with pytest.raises(ValueError, match=r"sweep\.json: .*compare\.budget\.train\.num_steps: "):
+        sweep.run(other, str(tmp_path), only_cell="bert_mlm_nsp")
+    assert order == []  # refused before any cell ran

@@ -12,6 +12,7 @@ from flax import nnx
 
 from bert_jax import sharding
 from bert_jax.export.t5_weights import abstract_state
+from bert_jax.models import t5_layers
 from bert_jax.models.t5 import T5Config, T5ForConditionalGeneration, t5_config
 
 VOCAB = 64
@@ -102,6 +103,12 @@ def test_packed_row_matches_each_segment_alone(untied_model):
     alone_b = forward(model, pad(enc_b, enc_len), pad(dec_b, dec_len))
     np.testing.assert_allclose(logits[0, :4], alone_a[0, :4], atol=1e-5, rtol=1e-5)
     np.testing.assert_allclose(logits[0, 4:7], alone_b[0, :3], atol=1e-5, rtol=1e-5)
+    # Segment ids alone give the same logits (what the T5 task passes, as t5x does):
+    # within a segment, key - query positions equal those of the row's own arange.
+    no_positions = {k: v for k, v in packed.items() if "positions" not in k}
+    np.testing.assert_allclose(
+        forward(model, packed_enc, packed_dec, **no_positions)[0, :7], logits[0, :7], atol=1e-6
+    )
 
     # Without segment ids and positions the second segment sees the first: the
     # comparison above is not vacuous.
@@ -193,6 +200,19 @@ def test_every_parameter_gets_a_gradient(untied_model):
 
     for path, grad in nnx.to_flat_state(grads(model)):
         assert np.abs(np.asarray(grad.get_value())).max() > 0, path
+
+
+def test_bias_broadcast_has_the_gradient_of_a_plain_broadcast():
+    bias = jnp.asarray(np.random.default_rng(3).normal(size=(1, 2, 5, 5)), jnp.float32)
+    weights = jnp.asarray(np.random.default_rng(4).normal(size=(3, 2, 5, 5)), jnp.float32)
+
+    def loss(b, broadcast):
+        return jnp.sum(jnp.sin(broadcast(b)) * weights)
+
+    ours = jax.grad(loss)(bias, lambda b: t5_layers.broadcast_batch(b, 3))
+    plain = jax.grad(loss)(bias, lambda b: jnp.broadcast_to(b, weights.shape))
+    np.testing.assert_allclose(ours, plain, rtol=1e-6, atol=1e-6)
+    assert t5_layers.broadcast_batch(bias, 3).shape == weights.shape
 
 
 def test_every_weight_has_logical_axes():
