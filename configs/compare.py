@@ -32,10 +32,10 @@ SCALES = {
         "encoder_recipe": "configs/bert.py:size=tiny",
         "encoder_decoder_recipe": "configs/t5.py:size=tiny",
         "budget": {
-            # 1,000 x 32 x 128 = 4,096,000 tokens: a budget at which a
-            # pretrained BERT tiny beats random init on Lee (at 250 steps every cell
-            # scored below it). ~4 min per BERT run and ~12-17 min per T5 run on a
-            # 2-core CPU (docs/compare/README.md has the measured cost).
+            # 1,000 x 32 x 128 = 4,096,000 tokens: pretraining starts to show on Lee
+            # (MLM only 2.7 random-init stds above; at 250 steps every cell scored below
+            # it). Measured 6-7 min per BERT run, 24-30 min per T5 run beside other
+            # work on a 2-core CPU (docs/compare/README.md).
             "train.num_steps": 1000,
             "train.batch_size": 32,
             "data.max_seq_length": 128,

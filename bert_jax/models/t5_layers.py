@@ -110,7 +110,7 @@ def broadcast_batch(bias: jax.Array, rows: int) -> jax.Array:
 
     The same values as broadcasting inside the attention, but the backward pass sums
     the rows with a matmul: XLA:CPU's reduce over a leading batch axis was ~10x
-    slower (measured, benchmarks/README.md) and cost ~8% of a T5 tiny step.
+    slower (measured, benchmarks/README.md) and was 6% of a T5 tiny step's op time.
     """
     return jnp.broadcast_to(bias, (rows, *bias.shape[1:]))
 
