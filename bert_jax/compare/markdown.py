@@ -41,6 +41,9 @@ def header(summary: dict) -> list[str]:
     lines = ["# Objective comparison: results", ""]
     if summary["command"]:
         lines += [f"Sweep command: `{summary['command']}`", ""]
+    others = [c for c in summary.get("run_commands", []) if c != summary["command"]]
+    if others:
+        lines += ["Runs also produced by:", ""] + [f"- `{c}`" for c in others] + [""]
     lines.append(f"- Scale: {config.get('compare.scale', MISSING)}; cells finished: {len(cells)}")
     seeds_line = f"- Seeds per cell: {', '.join(map(str, seeds)) or MISSING}"
     if "compare.seeds" in config:

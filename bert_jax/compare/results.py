@@ -228,6 +228,11 @@ def collect(workdir: str) -> dict:
     return {
         "workdir": workdir,
         "command": sweep.get("command"),
+        # Every distinct command that produced a finished run (a sweep resumed with other
+        # cells or seeds, or fanned out with --cell, has several).
+        "run_commands": sorted(
+            {r.get("command", "") for rs in by_cell.values() for r in rs} - {""}
+        ),
         "config": config,
         "primary": primary,
         "cells": summaries,

@@ -247,6 +247,15 @@ def create_task(config: ml_collections.ConfigDict) -> Task:
     tokenizer = Tokenizer(config.data.vocab_path)
     model_cfg = model_config(config, tokenizer.vocab_size)
     data_config = BertDataConfig.from_config(config)
+    # Held-out SOP pairs come in both orders: balanced labels, no coin flips.
+    eval_data_config = dataclasses.replace(data_config, sop_both_orders=True)
+    eval_prob = config.objective.get("eval_masked_lm_prob")
+    if eval_prob is not None:
+        if not 0.0 <= eval_prob <= 1.0:
+            raise ValueError(
+                f"config.objective.eval_masked_lm_prob must be in [0, 1], got {eval_prob}"
+            )
+        eval_data_config = dataclasses.replace(eval_data_config, masked_lm_prob=eval_prob)
     model = state.model_spec(model_cfg)
     return Task(
         tokenizer=tokenizer,
@@ -254,8 +263,7 @@ def create_task(config: ml_collections.ConfigDict) -> Task:
             config,
             tokenizer,
             BertObjective(data_config, tokenizer),
-            # Held-out SOP pairs come in both orders: balanced labels, no coin flips.
-            BertObjective(dataclasses.replace(data_config, sop_both_orders=True), tokenizer),
+            BertObjective(eval_data_config, tokenizer),
         ),
         model_config=model.model_config,
         create_model=model.create_model,

@@ -101,6 +101,16 @@ def test_results_json_has_every_seed_and_the_seed_statistics(sweep_dir):
     }
 
 
+def test_results_md_names_every_command_that_produced_a_run(sweep_dir):
+    results.write(str(sweep_dir))
+    written = json.loads((sweep_dir / "results.json").read_text())
+    assert written["run_commands"] == sorted(f"{COMMAND} --cell {cell}" for cell in PRIMARY)
+    markdown = (sweep_dir / "results.md").read_text()
+    assert f"Sweep command: `{COMMAND}`" in markdown
+    for cell in PRIMARY:
+        assert f"- `{COMMAND} --cell {cell}`" in markdown
+
+
 def test_one_seed_has_zero_std():
     assert results.stats([0.5]) == {"mean": 0.5, "std": 0.0, "n": 1}
 

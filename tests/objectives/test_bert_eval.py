@@ -130,3 +130,31 @@ def test_mask_baselines_use_only_the_mask_targets(vocab_path, corpus_dir):
     assert all_hidden["mask_unigram_xent"] == pytest.approx(all_hidden["unigram_xent"])
     assert all_hidden["mask_majority_accuracy"] == all_hidden["majority_accuracy"]
     assert all_hidden["unigram_xent"] == figures["unigram_xent"]
+
+
+def test_eval_masked_lm_prob_masks_only_the_held_out_split(vocab_path, corpus_dir):
+    # A recipe may train at another masking rate; held-out figures stay at the eval rate.
+    config = tiny_bert_config(
+        **{
+            "objective.masked_lm_prob": 0.4,
+            "objective.max_predictions_per_seq": 32,
+            "objective.eval_masked_lm_prob": 0.1,
+        }
+    )
+    task = objectives.get_task(config)
+    held_out = train.eval_batches(config, task, 2)
+    training = next(iter(task.batches("train", config.train.batch_size)))
+
+    def rate(batches):
+        predicted = sum(float(b["masked_lm_weights"].sum()) for b in batches)
+        tokens = sum(float(b["input_mask"].sum()) for b in batches)
+        return predicted / tokens
+
+    assert rate(held_out) == pytest.approx(0.1, abs=0.04)
+    assert rate([training]) == pytest.approx(0.4, abs=0.06)
+
+
+def test_eval_masked_lm_prob_out_of_range_names_the_field(vocab_path, corpus_dir):
+    config = tiny_bert_config(**{"objective.eval_masked_lm_prob": 1.5})
+    with pytest.raises(ValueError, match="config.objective.eval_masked_lm_prob"):
+        objectives.get_task(config)
