@@ -251,11 +251,10 @@ def create_task(config: ml_collections.ConfigDict) -> Task:
     eval_data_config = dataclasses.replace(data_config, sop_both_orders=True)
     eval_prob = config.objective.get("eval_masked_lm_prob")
     if eval_prob is not None:
-        if not 0.0 <= eval_prob <= 1.0:
-            raise ValueError(
-                f"config.objective.eval_masked_lm_prob must be in [0, 1], got {eval_prob}"
-            )
-        eval_data_config = dataclasses.replace(eval_data_config, masked_lm_prob=eval_prob)
+        try:  # BertDataConfig owns the bound; the error names the field that broke it
+            eval_data_config = dataclasses.replace(eval_data_config, masked_lm_prob=eval_prob)
+        except ValueError as error:
+            raise ValueError(f"config.objective.eval_masked_lm_prob: {error}") from None
     model = state.model_spec(model_cfg)
     return Task(
         tokenizer=tokenizer,
