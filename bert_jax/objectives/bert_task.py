@@ -214,18 +214,18 @@ def make_loss_fn(use_pair_loss: bool):
         mlm_xent, _, mlm_correct = label_logit_stats(mlm_logits, batch["masked_lm_ids"])
         mlm_loss = jnp.sum(mlm_xent * weights) / jnp.maximum(jnp.sum(weights), 1.0)
         mlm_correct = mlm_correct * weights
-        pair_xent = optax.softmax_cross_entropy_with_integer_labels(
-            pair_logits, batch["pair_labels"]
-        )
-        pair_loss = jnp.mean(pair_xent)
-        loss = mlm_loss + pair_loss if use_pair_loss else mlm_loss
         metrics = {
             "mlm_loss": mlm_loss,
             "mlm_accuracy": jnp.sum(mlm_correct) / jnp.maximum(jnp.sum(weights), 1.0),
-            "pair_loss": pair_loss,
-            "pair_accuracy": jnp.mean(jnp.argmax(pair_logits, -1) == batch["pair_labels"]),
         }
-        return loss, metrics
+        if not use_pair_loss:  # no pair task: its untrained head's figures would be noise
+            return mlm_loss, metrics
+        pair_xent = optax.softmax_cross_entropy_with_integer_labels(
+            pair_logits, batch["pair_labels"]
+        )
+        metrics["pair_loss"] = jnp.mean(pair_xent)
+        metrics["pair_accuracy"] = jnp.mean(jnp.argmax(pair_logits, -1) == batch["pair_labels"])
+        return mlm_loss + metrics["pair_loss"], metrics
 
     return loss_fn
 

@@ -158,3 +158,21 @@ def test_eval_masked_lm_prob_out_of_range_names_the_field(vocab_path, corpus_dir
     config = tiny_bert_config(**{"objective.eval_masked_lm_prob": 1.5})
     with pytest.raises(ValueError, match="config.objective.eval_masked_lm_prob"):
         objectives.get_task(config)
+
+
+@pytest.mark.parametrize("pair_task", ["nsp", "none"])
+def test_training_metrics_carry_the_pair_head_only_when_it_trains(
+    pair_task, vocab_path, corpus_dir
+):
+    config = tiny_bert_config(**{"objective.sentence_pair_task": pair_task})
+    task = objectives.get_task(config)
+    batch = next(iter(task.batches("train", config.train.batch_size)))
+    model = task.create_model(nnx.Rngs(params=0))
+    loss, metrics = task.loss_fn(model, batch, deterministic=True)
+    if pair_task == "none":  # no untrained-head figures in the progress line or TensorBoard
+        assert set(metrics) == {"mlm_loss", "mlm_accuracy"}
+        assert float(loss) == pytest.approx(float(metrics["mlm_loss"]))
+    else:
+        assert float(loss) == pytest.approx(
+            float(metrics["mlm_loss"]) + float(metrics["pair_loss"]), rel=1e-6
+        )
