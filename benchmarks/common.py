@@ -126,10 +126,16 @@ def print_ratio(ours: float, peer: float, what: str) -> None:
     print(f"ratio (ours / peer): {ours / peer:.2f}  [{what}]")
 
 
+# The objective the BERT benchmark tables were measured with and the peers reproduce
+# (MLM 15% + NSP): configs/bert.py's default recipe=cpu trains masked LM only at 30%.
+BENCHMARK_RECIPES = {"bert": "recipe=short"}
+
+
 def load_recipe(name: str, arg: str = ""):
     """configs/NAME.py:ARG with the embedded corpus and vocabulary as absolute paths."""
     from bert_jax.run_config import load_recipe as load
 
+    arg = ",".join(a for a in (BENCHMARK_RECIPES.get(name, ""), arg) if a)
     return load(f"configs/{name}.py:{arg}", data_root=REPO_ROOT / "data")
 
 

@@ -1,6 +1,6 @@
 """BERT example throughput: our grain pipeline vs Hugging Face's MLM data collator.
 
-  python -m benchmarks.input_pipeline                    # configs/bert.py, 32 x 128
+  python -m benchmarks.input_pipeline                    # configs/bert.py:recipe=short, 32 x 128
   python -m benchmarks.input_pipeline --repeats=5 --num_batches=128
   python -m benchmarks.input_pipeline --smoke            # seconds; for the test suite
 
@@ -39,7 +39,7 @@ import numpy as np
 
 from benchmarks import common
 
-CONFIG_NOTE = "configs/bert.py default (tiny), max_seq_length 128"
+CONFIG_NOTE = "configs/bert.py:recipe=short (tiny, MLM 15% + NSP), max_seq_length 128"
 OURS = "ours (grain pipeline)"
 # Diagnostic row, not in the ratio: ours without grain (examples_from_documents + np.stack).
 OBJECTIVE_ONLY = "(diagnostic) ours: objective + np.stack, no grain"

@@ -1,7 +1,7 @@
 """BERT pretraining: masked LM (80/10/10) + next-sentence prediction on C4.
 
 The default is the CPU recipe that `make pretrain` runs on the embedded C4
-sample (a tiny BERT, about 10 minutes on 2 cores):
+sample (a tiny BERT, masked LM only, about 12 minutes on 2 cores):
 
   bert-jax pretrain --config configs/bert.py --workdir workdirs/bert_tiny
 
@@ -11,7 +11,8 @@ Variants are picked after a colon, overrides with --config.*:
       --config.data.train_pattern='/data/c4/en/3.0.1/c4-train.*.json.gz' \
       --config.mesh.shape='(-1,1,1)' --workdir gs://bucket/bert_base
 
-  recipe=cpu     default: fast tiny run that gets past the unigram plateau
+  recipe=cpu     default: masked LM only at 30%, off the unigram plateau in 15 minutes
+  recipe=short   BERT's objective (MLM 15% + NSP), 2,500 steps (the objective sweep's)
   recipe=long    about an hour on 2 cores (the learning curve in README.md)
   recipe=paper   Devlin et al.: batch 256, 1M steps, lr 1e-4, 10k warmup
   runlocal       a few steps, for smoke tests
@@ -26,9 +27,31 @@ from bert_jax import run_config
 
 # Training length, batch and schedule of each recipe= (dotted config keys).
 RECIPES = {
-    # Tiny BERTs sit on a unigram plateau for a while; a high learning rate,
-    # no dropout and many small fast steps get past it in about 8 minutes.
+    # Tiny BERTs sit on a unigram plateau for a while. Two changes get this one off it
+    # and 0.78 nats below the context-free baseline on [MASK] positions in 12 minutes on
+    # 2 cores (0.5 below by about minute 9; README.md): masked LM only (the next-sentence
+    # loss holds the masked-LM plateau longer at this scale, measured: docs/compare/, as
+    # RoBERTa found at scale)
+    # and 30% masking, twice the predictions per token (Wettig et al. 2023); held-out
+    # figures stay at BERT's 15%. The architecture and its NSP head are BERT's; recipe=short
+    # keeps BERT's objective.
     "cpu": {
+        "train.batch_size": 32,
+        "train.num_steps": 2400,
+        "train.eval_every": 400,
+        "train.checkpoint_every": 800,
+        "optim.learning_rate": 1e-3,
+        "optim.warmup_steps": 250,
+        "model.dropout_rate": 0.0,
+        "model.attention_dropout_rate": 0.0,
+        "objective.sentence_pair_task": "none",
+        "objective.masked_lm_prob": 0.3,
+        "objective.max_predictions_per_seq": 40,
+        "objective.eval_masked_lm_prob": 0.15,
+    },
+    # BERT's objective (MLM at 15% + NSP), 2,500 steps: the objective sweep's encoder
+    # recipe (configs/compare.py, each cell sets its sentence-pair task) and the tests'.
+    "short": {
         "train.batch_size": 32,
         "train.num_steps": 2500,
         "train.eval_every": 500,

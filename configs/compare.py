@@ -29,7 +29,7 @@ from bert_jax import run_config
 # Budget and model size of each scale= (dotted keys under compare).
 SCALES = {
     "cpu": {
-        "encoder_recipe": "configs/bert.py:size=tiny",
+        "encoder_recipe": "configs/bert.py:size=tiny,recipe=short",
         "encoder_decoder_recipe": "configs/t5.py:size=tiny",
         "budget": {
             # 1,000 x 32 x 128 = 4,096,000 tokens: pretraining starts to show on Lee

@@ -39,8 +39,9 @@ def corpus_dir() -> pathlib.Path:
 
 
 def tiny_bert_config(tmp_path=None, **overrides):
-    """configs/bert.py:runlocal with absolute data paths and a very small model."""
-    config = load_recipe("bert")
+    """configs/bert.py:recipe=short,runlocal (BERT's MLM + NSP) with absolute data paths
+    and a very small model."""
+    config = load_recipe("bert", "recipe=short,runlocal")
     config.data.max_seq_length = 64
     config.objective.max_predictions_per_seq = 10
     config.model.hidden_size = 32

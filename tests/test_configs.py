@@ -73,10 +73,16 @@ def test_recipe_values_the_readme_quotes():
     bert = load_recipe("configs/bert.py")
     assert (bert.train.batch_size, bert.train.num_steps, bert.optim.learning_rate) == (
         32,
-        2500,
+        2400,
         1e-3,
     )
     assert bert.model.dropout_rate == 0.0 and bert.objective.sop_both_orders is False
+    # The default trains masked LM only at 30% and evaluates at BERT's 15%.
+    assert bert.objective.sentence_pair_task == "none"
+    assert (bert.objective.masked_lm_prob, bert.objective.eval_masked_lm_prob) == (0.3, 0.15)
+    short = load_recipe("configs/bert.py:recipe=short")
+    assert (short.train.num_steps, short.objective.sentence_pair_task) == (2500, "nsp")
+    assert short.objective.masked_lm_prob == 0.15
     paper = load_recipe("configs/bert.py:size=base,recipe=paper")
     assert (paper.train.batch_size, paper.train.num_steps, paper.model.dropout_rate) == (
         256,

@@ -23,9 +23,9 @@ from conftest import REPO_ROOT
 from bert_jax import preemption
 from bert_jax.preemption import EXIT_PREEMPTED, Preemption, exit_forced
 
-# configs/bert.py:runlocal shrunk as conftest.tiny_bert_config shrinks it.
+# configs/bert.py:recipe=short,runlocal shrunk as conftest.tiny_bert_config shrinks it.
 TINY = [
-    "--config=configs/bert.py:runlocal",
+    "--config=configs/bert.py:recipe=short,runlocal",
     "--config.data.max_seq_length=64",
     "--config.objective.max_predictions_per_seq=10",
     "--config.model.hidden_size=32",

@@ -69,14 +69,15 @@ class ExamplesFromDocuments(grain.experimental.FlatMapTransform):
 
     max_fan_out = 1 << 20  # only used by the MapDataset flavour of flat map
 
-    def __init__(self, objective, seed: int, process_index: int):
+    def __init__(self, objective, seed: int, process_index: int, draw: int = 0):
         self._objective = objective
         self._seed = seed
         self._process_index = process_index
+        self._draw = (draw,) if draw else ()  # draw 0 keeps the seeds every run had before
 
     def flat_map(self, element):
         group_index, documents = element
-        rng = np.random.default_rng((self._seed, group_index, self._process_index))
+        rng = np.random.default_rng((self._seed, group_index, self._process_index, *self._draw))
         return self._objective.examples_from_documents(documents, rng)
 
 
@@ -88,6 +89,7 @@ def batches_from_documents(
     shuffle: bool,
     batch_size: int,
     process_index: int,
+    draw: int = 0,
 ) -> grain.IterDataset:
     """Documents -> groups -> the objective's examples -> finalize -> shuffle -> batches.
 
@@ -98,11 +100,12 @@ def batches_from_documents(
       shuffle: window-shuffle the examples (the train split).
       batch_size: examples per batch (this host's share); the last partial batch is dropped.
       process_index: this host, in the per-group seeds.
+      draw: 0, or another draw of the same documents' examples (other windows and masks).
     """
     ds = ds.batch(config.data.docs_per_group, batch_fn=list)
     ds = IndexedGroupsIterDataset(ds)
     ds = grain.experimental.FlatMapIterDataset(
-        ds, ExamplesFromDocuments(objective, config.seed, process_index)
+        ds, ExamplesFromDocuments(objective, config.seed, process_index, draw)
     )
     ds = objective.finalize(ds)
     if shuffle and config.data.shuffle_buffer > 1:
@@ -119,6 +122,7 @@ def create_dataset(
     global_batch_size: int,
     process_index: int | None = None,
     process_count: int | None = None,
+    draw: int = 0,
 ) -> grain.IterDataset:
     """Per-host batches of objective examples.
 
@@ -132,6 +136,8 @@ def create_dataset(
         order: the same batches every time it is created).
       global_batch_size: examples per step over all hosts.
       process_index, process_count: this host; default to jax's.
+      draw: 0, or (held-out splits) another fixed draw of the same documents' windows and
+        masks, for a split smaller than the evaluation (train.eval_batches).
 
     Returns:
       IterDataset of dicts of NumPy arrays with leading dimension
@@ -145,7 +151,7 @@ def create_dataset(
     input_shards = config.data.input_shards or process_count
     if input_shards != process_count:
         host = (process_index, process_count, input_shards)
-        return _host_streams(config, objective, tokenizer, split, global_batch_size, *host)
+        return _host_streams(config, objective, tokenizer, split, global_batch_size, *host, draw)
     if global_batch_size % process_count:
         raise ValueError(
             f"global_batch_size {global_batch_size} is not divisible by {process_count} hosts."
@@ -170,6 +176,7 @@ def create_dataset(
         shuffle=train,
         batch_size=global_batch_size // process_count,
         process_index=process_index,
+        draw=draw,
     )
     if data.worker_count > 0:
         # grain reads its absl flags when it starts workers; outside `app.run`
@@ -187,7 +194,15 @@ def create_dataset(
 
 
 def _host_streams(
-    config, objective, tokenizer, split, global_batch_size, process_index, process_count, shards
+    config,
+    objective,
+    tokenizer,
+    split,
+    global_batch_size,
+    process_index,
+    process_count,
+    shards,
+    draw,
 ) -> grain.IterDataset:
     """This host's run of the `shards` (config.data.input_shards) streams, one batch each.
 
@@ -210,6 +225,7 @@ def _host_streams(
             global_batch_size=global_batch_size,
             process_index=stream,
             process_count=shards,
+            draw=draw,
         )
         for stream in range(process_index * per_host, (process_index + 1) * per_host)
     ]

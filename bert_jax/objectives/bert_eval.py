@@ -66,8 +66,12 @@ def prediction_kinds(input_ids, masked_lm_positions, masked_lm_ids, mask_id: int
     return xp.where(shown == mask_id, 0, kind).astype(xp.int32)
 
 
-def make_eval_fn(mask_id: int):
-    """``(model, batch) -> sums`` over one held-out batch; ``finish_eval`` makes metrics."""
+def make_eval_fn(mask_id: int, pairs: bool = True):
+    """``(model, batch) -> sums`` over one held-out batch; ``finish_eval`` makes metrics.
+
+    ``pairs=False`` (sentence_pair_task 'none'): no sentence-pair sums, since the untrained
+    pair head's accuracy on all-zero labels would read as a perfect score.
+    """
 
     def eval_fn(model, batch) -> dict[str, jax.Array]:
         mlm_logits, pair_logits = pretraining_logits(model, batch, deterministic=True, rngs=None)
@@ -81,9 +85,10 @@ def make_eval_fn(mask_id: int):
             "mlm_xent": jnp.sum(xent * weights),
             "mlm_correct": jnp.sum(correct * weights),
             "mlm_count": jnp.sum(weights),
-            "pair_correct": jnp.sum(jnp.argmax(pair_logits, -1) == batch["pair_labels"]),
-            "pair_count": jnp.asarray(batch["pair_labels"].shape[0], jnp.float32),
         }
+        if pairs:
+            sums["pair_correct"] = jnp.sum(jnp.argmax(pair_logits, -1) == batch["pair_labels"])
+            sums["pair_count"] = jnp.asarray(batch["pair_labels"].shape[0], jnp.float32)
         for code, kind in enumerate(PREDICTION_KINDS):
             kind_weights = weights * (kinds == code)
             sums[f"mlm_{kind}_xent"] = jnp.sum(xent * kind_weights)
@@ -100,8 +105,9 @@ def finish_eval(totals: dict[str, float]) -> dict[str, float]:
         "mlm_loss": totals["mlm_xent"] / max(totals["mlm_count"], 1.0),
         "mlm_accuracy": totals["mlm_correct"] / max(totals["mlm_count"], 1.0),
         "mlm_count": totals["mlm_count"],
-        "pair_accuracy": totals["pair_correct"] / max(totals["pair_count"], 1.0),
     }
+    if "pair_count" in totals:
+        metrics["pair_accuracy"] = totals["pair_correct"] / max(totals["pair_count"], 1.0)
     for kind in PREDICTION_KINDS:
         count = totals[f"mlm_{kind}_count"]
         metrics[f"mlm_{kind}_loss"] = totals[f"mlm_{kind}_xent"] / count if count else math.nan
@@ -113,7 +119,10 @@ def finish_eval(totals: dict[str, float]) -> dict[str, float]:
 
 
 def held_out_baselines(
-    train_counts: np.ndarray, batches: list[dict[str, np.ndarray]], tokenizer: Tokenizer
+    train_counts: np.ndarray,
+    batches: list[dict[str, np.ndarray]],
+    tokenizer: Tokenizer,
+    pairs: bool = True,
 ) -> dict[str, float]:
     """Training-unigram baselines of all masked targets and of the [MASK] ones, pair majority.
 
@@ -121,6 +130,7 @@ def held_out_baselines(
       train_counts: [vocab] token counts of the training data (baselines.training_unigram_counts).
       batches: held-out NumPy batches.
       tokenizer: for the mask and special ids.
+      pairs: whether the run has a sentence-pair task (else no pair majority).
     """
     targets, mask_targets = [], []
     for batch in batches:
@@ -137,12 +147,14 @@ def held_out_baselines(
     mask_baselines = baselines.unigram_baselines(
         train_counts, np.concatenate(mask_targets), exclude
     )
-    labels = np.concatenate([b["pair_labels"] for b in batches])
-    return {
+    result = {
         **baselines.unigram_baselines(train_counts, np.concatenate(targets), exclude),
         **{f"mask_{name}": value for name, value in mask_baselines.items()},
-        "pair_majority_accuracy": float(max(labels.mean(), 1 - labels.mean())),
     }
+    if pairs:
+        labels = np.concatenate([b["pair_labels"] for b in batches])
+        result["pair_majority_accuracy"] = float(max(labels.mean(), 1 - labels.mean()))
+    return result
 
 
 def make_eval_baselines(config: ml_collections.ConfigDict, tokenizer: Tokenizer):
@@ -150,6 +162,7 @@ def make_eval_baselines(config: ml_collections.ConfigDict, tokenizer: Tokenizer)
 
     def eval_baselines(batches: list[dict[str, np.ndarray]]) -> dict[str, float]:
         train_counts = baselines.training_unigram_counts(config.data, tokenizer)
-        return held_out_baselines(train_counts, batches, tokenizer)
+        pairs = config.objective.sentence_pair_task != "none"
+        return held_out_baselines(train_counts, batches, tokenizer, pairs)
 
     return eval_baselines

@@ -25,7 +25,7 @@ from bert_jax.objectives.sentence_pairs import (
     build_bert_inputs,
     create_segment_pairs,
 )
-from bert_jax.objectives.task import Task, pretraining_batches
+from bert_jax.objectives.task import PRETRAINING_EVAL_DRAWS, Task, pretraining_batches
 
 # [CLS] A [SEP] B [SEP]
 NUM_SPECIAL_TOKENS_PER_PAIR = 3
@@ -265,13 +265,14 @@ def create_task(config: ml_collections.ConfigDict) -> Task:
             BertObjective(eval_data_config, tokenizer),
         ),
         model_config=model.model_config,
+        eval_draws=PRETRAINING_EVAL_DRAWS,
         create_model=model.create_model,
         loss_fn=make_loss_fn(data_config.sentence_pair_task != "none"),
         mean_weights=mean_weights,
         loss_terms=("mlm_loss", "pair_loss")
         if data_config.sentence_pair_task != "none"
         else ("mlm_loss",),
-        eval_fn=bert_eval.make_eval_fn(tokenizer.mask_id),
+        eval_fn=bert_eval.make_eval_fn(tokenizer.mask_id, data_config.sentence_pair_task != "none"),
         finish_eval=bert_eval.finish_eval,
         eval_baselines=bert_eval.make_eval_baselines(config, tokenizer),
         tokens_per_example=data_config.max_seq_length,

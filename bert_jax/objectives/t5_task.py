@@ -19,7 +19,7 @@ from bert_jax.data.tokenizer import Tokenizer
 from bert_jax.models import t5
 from bert_jax.objectives.logit_metrics import label_logit_stats
 from bert_jax.objectives.t5_data import ALIASES, PRESETS, T5DataConfig, T5Objective
-from bert_jax.objectives.task import Task, pretraining_batches
+from bert_jax.objectives.task import PRETRAINING_EVAL_DRAWS, Task, pretraining_batches
 
 __all__ = ["ALIASES", "PRESETS", "T5DataConfig", "T5Objective", "create_task", "make_loss_fn"]
 
@@ -139,6 +139,7 @@ def create_task(config: ml_collections.ConfigDict) -> Task:
         tokenizer=tokenizer,
         batches=pretraining_batches(config, tokenizer, examples),
         model_config=model.model_config,
+        eval_draws=PRETRAINING_EVAL_DRAWS,
         create_model=model.create_model,
         loss_fn=make_loss_fn(float(config.objective.z_loss)),
         mean_weights=mean_weights,

@@ -45,6 +45,10 @@ class Task:
         batch; a metric it leaves out is an equal-weight mean over microbatches.
       loss_terms: the metrics of ``loss_fn`` whose sum is the loss, each weighted by
         its ``mean_weights`` entry; ``("loss",)`` when one count normalises the loss.
+      eval_draws: passes ``train.eval_batches`` may make over a held-out split that is
+        shorter than the evaluation; pass ``d > 0`` is ``batches(split, size, draw=d)``,
+        another fixed draw of the examples (pretraining: other windows and masks of the
+        same documents, PRETRAINING_EVAL_DRAWS). 1 for a fixed split (fine-tuning).
     """
 
     tokenizer: Any
@@ -60,6 +64,11 @@ class Task:
     initial_params: Callable | None = None
     mean_weights: Callable | None = None
     loss_terms: tuple[str, ...] = ("loss",)
+    eval_draws: int = 1
+
+
+# Draws of a short held-out split a pretraining task allows (Task.eval_draws).
+PRETRAINING_EVAL_DRAWS = 8
 
 
 def pretraining_batches(
@@ -69,13 +78,14 @@ def pretraining_batches(
     example builder (``examples_from_documents`` + ``finalize``) and the grain pipeline.
 
     ``eval_builder`` (default: ``train_builder``) makes the held-out splits' examples,
-    e.g. ALBERT's sentence-order pairs in both orders.
+    e.g. ALBERT's sentence-order pairs in both orders. ``draw`` d > 0 is another fixed
+    draw of a held-out split's examples (Task.eval_draws).
     """
 
-    def batches(split: str, global_batch_size: int):
+    def batches(split: str, global_batch_size: int, draw: int = 0):
         builder = train_builder if split == "train" or eval_builder is None else eval_builder
         return pipeline.create_dataset(
-            config, builder, tokenizer, split=split, global_batch_size=global_batch_size
+            config, builder, tokenizer, split=split, global_batch_size=global_batch_size, draw=draw
         )
 
     return batches

@@ -191,7 +191,7 @@ def test_export_loads_offline_with_identical_outputs(kind, pretrained, tmp_path)
         np.testing.assert_array_equal(np.asarray(a), b)
 
 
-# The tiny_bert_config fields that differ from configs/bert.py:runlocal.
+# The tiny_bert_config fields that differ from configs/bert.py:recipe=short,runlocal.
 FLAG_FIELDS = (
     "data.train_pattern",
     "data.eval_pattern",
@@ -211,7 +211,7 @@ def test_cli_export_writes_the_same_directory(pretrained, tmp_path):
     cli_dir = tmp_path / "cli"
     flags = [f"--config.{k}={config[k.split('.')[0]][k.split('.')[1]]}" for k in FLAG_FIELDS]
     command = [sys.executable, "-m", "bert_jax.main", "export"]
-    command += ["--config", str(REPO_ROOT / "configs" / "bert.py:runlocal"), *flags]
+    command += ["--config", str(REPO_ROOT / "configs" / "bert.py:recipe=short,runlocal"), *flags]
     command += ["--workdir", workdir, "--out", str(cli_dir)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "JAX_PLATFORMS": "cpu"}
     done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)

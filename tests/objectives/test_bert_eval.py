@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -161,18 +162,45 @@ def test_eval_masked_lm_prob_out_of_range_names_the_field(vocab_path, corpus_dir
 
 
 @pytest.mark.parametrize("pair_task", ["nsp", "none"])
-def test_training_metrics_carry_the_pair_head_only_when_it_trains(
-    pair_task, vocab_path, corpus_dir
-):
+def test_metrics_carry_the_pair_head_only_when_it_trains(pair_task, vocab_path, corpus_dir):
     config = tiny_bert_config(**{"objective.sentence_pair_task": pair_task})
     task = objectives.get_task(config)
     batch = next(iter(task.batches("train", config.train.batch_size)))
     model = task.create_model(nnx.Rngs(params=0))
     loss, metrics = task.loss_fn(model, batch, deterministic=True)
+    held_out = train.eval_batches(config, task, 2)
+    graphdef, params = nnx.split(model, nnx.Param)
+    sums = jax.device_get(jax.jit(train.make_eval_step(task, graphdef))(params, held_out[0]))
+    evaluated = {**task.finish_eval({k: float(v) for k, v in sums.items()})}
+    evaluated.update(task.eval_baselines(held_out))
     if pair_task == "none":  # no untrained-head figures in the progress line or TensorBoard
         assert set(metrics) == {"mlm_loss", "mlm_accuracy"}
         assert float(loss) == pytest.approx(float(metrics["mlm_loss"]))
+        # ...nor a "100% vs majority 100%" row in the held-out report (all labels are 0).
+        assert not {"pair_accuracy", "pair_majority_accuracy"} & set(evaluated)
     else:
+        assert 0.0 <= evaluated["pair_accuracy"] <= 1.0
+        assert 0.5 <= evaluated["pair_majority_accuracy"] <= 1.0
         assert float(loss) == pytest.approx(
             float(metrics["mlm_loss"]) + float(metrics["pair_loss"]), rel=1e-6
         )
+
+
+def test_a_short_held_out_split_is_read_again_as_other_draws(vocab_path, corpus_dir):
+    config = tiny_bert_config()
+    task = objectives.get_task(config)
+    one_pass = list(task.batches("eval", config.train.batch_size))
+    wanted = len(one_pass) + 2
+    held_out = train.eval_batches(config, task, wanted)
+    assert len(held_out) == wanted
+    for first, again in zip(one_pass, held_out, strict=False):  # draw 0 is unchanged
+        for key in first:
+            np.testing.assert_array_equal(first[key], again[key])
+    redrawn, original = held_out[len(one_pass)], one_pass[0]
+    assert not np.array_equal(redrawn["masked_lm_positions"], original["masked_lm_positions"])
+    same = train.eval_batches(config, task, wanted)  # fixed: identical at every evaluation
+    for a, b in zip(held_out, same, strict=True):
+        np.testing.assert_array_equal(a["input_ids"], b["input_ids"])
+    # A fixed split (fine-tuning's) is read once: repeating it would only weight it twice.
+    fixed = dataclasses.replace(task, eval_draws=1)
+    assert len(train.eval_batches(config, fixed, wanted)) == len(one_pass)
