@@ -12,7 +12,7 @@ from bert_jax.run_config import load_recipe
 VARIANTS = {
     "bert": {
         "size": ("tiny", "mini", "small", "base", "large"),
-        "recipe": ("cpu", "long", "paper"),
+        "recipe": ("cpu", "short", "long", "paper"),
     },
     "albert": {"size": ("tiny", "base", "large", "xlarge"), "recipe": ("cpu", "paper")},
     "t5": {
