@@ -157,12 +157,14 @@ def held_out_baselines(
     return result
 
 
-def make_eval_baselines(config: ml_collections.ConfigDict, tokenizer: Tokenizer):
-    """Held-out batches -> ``held_out_baselines`` with the run's training-unigram counts."""
+def make_eval_baselines(
+    config: ml_collections.ConfigDict, tokenizer: Tokenizer, pairs: bool = True
+):
+    """Held-out batches -> ``held_out_baselines`` with the run's training-unigram counts
+    (``pairs``: whether the run has a sentence-pair task)."""
 
     def eval_baselines(batches: list[dict[str, np.ndarray]]) -> dict[str, float]:
         train_counts = baselines.training_unigram_counts(config.data, tokenizer)
-        pairs = config.objective.sentence_pair_task != "none"
         return held_out_baselines(train_counts, batches, tokenizer, pairs)
 
     return eval_baselines

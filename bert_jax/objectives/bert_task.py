@@ -256,6 +256,7 @@ def create_task(config: ml_collections.ConfigDict) -> Task:
         except ValueError as error:
             raise ValueError(f"config.objective.eval_masked_lm_prob: {error}") from None
     model = state.model_spec(model_cfg)
+    pairs = data_config.sentence_pair_task != "none"  # a pair head that trains
     return Task(
         tokenizer=tokenizer,
         batches=pretraining_batches(
@@ -267,13 +268,11 @@ def create_task(config: ml_collections.ConfigDict) -> Task:
         model_config=model.model_config,
         eval_draws=PRETRAINING_EVAL_DRAWS,
         create_model=model.create_model,
-        loss_fn=make_loss_fn(data_config.sentence_pair_task != "none"),
+        loss_fn=make_loss_fn(pairs),
         mean_weights=mean_weights,
-        loss_terms=("mlm_loss", "pair_loss")
-        if data_config.sentence_pair_task != "none"
-        else ("mlm_loss",),
-        eval_fn=bert_eval.make_eval_fn(tokenizer.mask_id, data_config.sentence_pair_task != "none"),
+        loss_terms=("mlm_loss", "pair_loss") if pairs else ("mlm_loss",),
+        eval_fn=bert_eval.make_eval_fn(tokenizer.mask_id, pairs),
         finish_eval=bert_eval.finish_eval,
-        eval_baselines=bert_eval.make_eval_baselines(config, tokenizer),
+        eval_baselines=bert_eval.make_eval_baselines(config, tokenizer, pairs),
         tokens_per_example=data_config.max_seq_length,
     )
