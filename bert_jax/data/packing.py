@@ -108,14 +108,24 @@ def packed_to_t5x_features(packed: Mapping[str, np.ndarray]) -> dict:
     }
 
 
-def pad_dataset(ds, lengths: Mapping[str, int]):
+def pad_examples(examples: list, lengths: Mapping[str, int]):
+    """A list of examples -> one block of padded t5x features ([examples, length] each)."""
+    if not examples:
+        return []
+    padded = [pad_example(example, lengths) for example in examples]
+    return {name: np.stack([row[name] for row in padded]) for name in padded[0]}
+
+
+def pad_dataset(ds, lengths: Mapping[str, int], *, chunks: bool = False):
     """Pads every example of a grain Map/IterDataset to fixed lengths (t5x features).
 
     Args:
-        ds: grain dataset of {'inputs', 'targets'} int32 1-D examples.
+        ds: grain dataset of {'inputs', 'targets'} int32 1-D examples, or with chunks of
+            lists of them (one block of padded rows out per list).
         lengths: {'inputs': inputs_length, 'targets': targets_length}.
     """
-    return ds.map(functools.partial(pad_example, lengths=dict(lengths)))
+    pad = pad_examples if chunks else pad_example
+    return ds.map(functools.partial(pad, lengths=dict(lengths)))
 
 
 def pack_dataset(
@@ -124,6 +134,7 @@ def pack_dataset(
     *,
     num_packing_bins: int = DEFAULT_NUM_PACKING_BINS,
     buffer_size: int = PACK_BUFFER,
+    chunks: bool = False,
 ) -> grain.IterDataset:
     """Packs examples first-fit into rows of fixed lengths (t5x features with segments).
 
@@ -132,15 +143,17 @@ def pack_dataset(
         lengths: {'inputs': inputs_length, 'targets': targets_length}.
         num_packing_bins: rows open at once.
         buffer_size: examples packed together (see PACK_BUFFER).
+        chunks: ds gives lists of examples (the same buffers are cut across them) and each
+            buffer's rows come out as one block.
 
     Returns:
-        A resumable grain IterDataset of packed rows.
+        A resumable grain IterDataset of packed rows (with chunks, blocks of them).
     """
     if isinstance(ds, grain.MapDataset):
         ds = ds.to_iter_dataset()
     lengths = {"inputs": int(lengths["inputs"]), "targets": int(lengths["targets"])}
-    pack = _PackBuffer(lengths, num_packing_bins)
-    return BufferedIterDataset(ds, buffer_size=buffer_size, transform=pack)
+    pack = _PackBuffer(lengths, num_packing_bins, as_block=chunks)
+    return BufferedIterDataset(ds, buffer_size=buffer_size, transform=pack, chunks=chunks)
 
 
 def first_fit(sizes: np.ndarray, capacity: tuple[int, int], max_open: int):
@@ -183,9 +196,10 @@ def first_fit(sizes: np.ndarray, capacity: tuple[int, int], max_open: int):
 class _PackBuffer:
     """Picklable transform: a buffer of examples -> its packed rows (t5x features)."""
 
-    def __init__(self, lengths: Mapping[str, int], max_open: int):
+    def __init__(self, lengths: Mapping[str, int], max_open: int, as_block: bool = False):
         self._lengths = dict(lengths)
         self._max_open = int(max_open)
+        self._as_block = bool(as_block)
 
     def __call__(self, examples: list, buffer_index: int) -> list[dict]:
         del buffer_index  # packing draws no random numbers
@@ -210,6 +224,8 @@ class _PackBuffer:
                 {key: tokens, f"{key}_segment_ids": segments, f"{key}_positions": positions}
             )
         features = packed_to_t5x_features(packed)  # every row at once
+        if self._as_block:
+            return [features]
         return [{name: values[row] for name, values in features.items()} for row in range(num_rows)]
 
     def __repr__(self) -> str:

@@ -4,10 +4,16 @@
       -> tokenizer.encode_document          # docs without sentences dropped, counted
       (or, with source=tokenized, this host's pre-tokenised documents: tokenized_source.py)
       -> groups of docs_per_group documents
-      -> objective.examples_from_documents  # rng seeded from (seed, group index, host)
+      -> objective.example_block or .examples_from_documents
+                                            # rng seeded from (seed, group index, host)
       -> objective.finalize                 # pad / pack (T5), identity (BERT)
       -> window shuffle (train only; window_shuffle.py)
       -> batch [global_batch_size // process_count, ...]
+    From the group on, an element is a group's whole chunk of examples (a block of
+    rows from `example_block`, or a list of example dicts), and the buffered stages
+    (window_shuffle.BufferedIterDataset) cut their buffers across chunks: the same
+    examples, windows and batches as one example per element, without a Python hop and
+    grain's per-element hooks for each example.
       -> mp_prefetch(worker_count) or thread prefetch
     then, in the train loop, `global_batch` -> jax.Array sharded over the mesh, and
 `skip_metrics(iterator)` -> this host's skipped-record counts for the log line.
@@ -30,7 +36,7 @@ from absl import flags, logging
 
 from bert_jax.data import jsonl_source, sources
 from bert_jax.data.faults import skip_metrics
-from bert_jax.data.window_shuffle import window_shuffle
+from bert_jax.data.window_shuffle import batch_rows, window_shuffle
 
 __all__ = ["batches_from_documents", "create_dataset", "global_batch", "skip_metrics"]
 
@@ -64,10 +70,12 @@ class IndexedGroupsIterDataset(grain.IterDataset):
         return _IndexedGroupsIterator(self._parent.__iter__())
 
 
-class ExamplesFromDocuments(grain.experimental.FlatMapTransform):
-    """(group index, documents) -> the objective's examples for that group."""
+class ExamplesFromDocuments(grain.transforms.Map):
+    """(group index, documents) -> the objective's chunk of examples for that group.
 
-    max_fan_out = 1 << 20  # only used by the MapDataset flavour of flat map
+    A block of rows where the objective builds them as arrays (`example_block`),
+    otherwise its list of example dicts (`examples_from_documents`).
+    """
 
     def __init__(self, objective, seed: int, process_index: int, draw: int = 0):
         self._objective = objective
@@ -75,10 +83,13 @@ class ExamplesFromDocuments(grain.experimental.FlatMapTransform):
         self._process_index = process_index
         self._draw = (draw,) if draw else ()  # draw 0 keeps the seeds every run had before
 
-    def flat_map(self, element):
+    def map(self, element):
         group_index, documents = element
         rng = np.random.default_rng((self._seed, group_index, self._process_index, *self._draw))
-        return self._objective.examples_from_documents(documents, rng)
+        build = getattr(self._objective, "example_block", None)
+        if build is None:
+            build = self._objective.examples_from_documents
+        return build(documents, rng)
 
 
 def batches_from_documents(
@@ -96,7 +107,8 @@ def batches_from_documents(
     Args:
       ds: IterDataset of documents (lists of int32 sentence ids), e.g. `sources.documents(...)`.
       config: the run config; reads seed, data.docs_per_group and data.shuffle_buffer.
-      objective: has `examples_from_documents(documents, rng)` and `finalize(ds)`.
+      objective: has `examples_from_documents(documents, rng)` (or `example_block`) and
+        `finalize(ds, chunks=True)`.
       shuffle: window-shuffle the examples (the train split).
       batch_size: examples per batch (this host's share); the last partial batch is dropped.
       process_index: this host, in the per-group seeds.
@@ -104,13 +116,12 @@ def batches_from_documents(
     """
     ds = ds.batch(config.data.docs_per_group, batch_fn=list)
     ds = IndexedGroupsIterDataset(ds)
-    ds = grain.experimental.FlatMapIterDataset(
-        ds, ExamplesFromDocuments(objective, config.seed, process_index, draw)
-    )
-    ds = objective.finalize(ds)
+    ds = ds.map(ExamplesFromDocuments(objective, config.seed, process_index, draw))
+    ds = objective.finalize(ds, chunks=True)
     if shuffle and config.data.shuffle_buffer > 1:
-        ds = window_shuffle(ds, window_size=config.data.shuffle_buffer, seed=config.seed)
-    return ds.batch(batch_size, drop_remainder=True)
+        window = config.data.shuffle_buffer
+        ds = window_shuffle(ds, window_size=window, seed=config.seed, chunks=True)
+    return batch_rows(ds, batch_size)
 
 
 def create_dataset(

@@ -125,7 +125,18 @@ class BertObjective:
     def examples_from_documents(
         self, documents: list[list[np.ndarray]], rng: np.random.Generator
     ) -> list[dict[str, np.ndarray]]:
-        """Sentence pairs of the group, laid out and masked; one dict per example.
+        """`example_block`'s examples, one dict per example ([] for none)."""
+        block = self.example_block(documents, rng)
+        # `values[index, ...]` keeps pair_labels a 0-d array rather than a NumPy scalar.
+        return [
+            {name: values[index, ...] for name, values in block.items()}
+            for index in range(len(block["pair_labels"]) if block else 0)
+        ]
+
+    def example_block(
+        self, documents: list[list[np.ndarray]], rng: np.random.Generator
+    ) -> dict[str, np.ndarray] | list:
+        """Sentence pairs of the group, laid out and masked, as one block of rows.
 
         Args:
           documents: a group of documents, each a list of sentences of int32 token ids. For NSP
@@ -133,7 +144,8 @@ class BertObjective:
           rng: the only source of randomness; same state -> same examples.
 
         Returns:
-          Examples in document order (the pipeline shuffles later).
+          The CONTRACT's features with a leading example axis [N, ...], examples in document
+          order (the pipeline shuffles later); [] when the group makes no pair.
         """
         config = self.data_config
         pairs = create_segment_pairs(
@@ -161,7 +173,7 @@ class BertObjective:
             whole_word=config.whole_word_masking,
             max_ngram=config.max_ngram,
         )
-        features = {
+        return {
             "input_ids": masked["input_ids"],  # [N, L]
             "input_mask": inputs["input_mask"],  # [N, L]
             "segment_ids": inputs["segment_ids"],  # [N, L]
@@ -170,14 +182,10 @@ class BertObjective:
             "masked_lm_weights": masked["masked_lm_weights"],  # [N, P]
             "pair_labels": np.array([label for _, _, label in pairs], np.int32),  # [N]
         }
-        # `values[index, ...]` keeps pair_labels a 0-d array rather than a NumPy scalar.
-        return [
-            {name: values[index, ...] for name, values in features.items()}
-            for index in range(len(pairs))
-        ]
 
-    def finalize(self, ds):
+    def finalize(self, ds, *, chunks: bool = False):
         """Examples already have fixed shapes: nothing to pad or pack before batching."""
+        del chunks
         return ds
 
 

@@ -216,9 +216,14 @@ class T5Objective:
                 examples.append(self.denoise(tail, rng))
         return examples
 
-    def finalize(self, ds):
-        """Pads or packs examples into fixed-shape t5x features (before batching)."""
+    def finalize(self, ds, *, chunks: bool = False):
+        """Pads or packs examples into fixed-shape t5x features (before batching).
+
+        With chunks, ds gives each group's list of examples and blocks of rows come out.
+        """
         lengths = {"inputs": self.inputs_length, "targets": self.targets_length}
         if self.config.pack:
-            return packing.pack_dataset(ds, lengths, num_packing_bins=self.config.num_packing_bins)
-        return packing.pad_dataset(ds, lengths)
+            return packing.pack_dataset(
+                ds, lengths, num_packing_bins=self.config.num_packing_bins, chunks=chunks
+            )
+        return packing.pad_dataset(ds, lengths, chunks=chunks)

@@ -145,3 +145,28 @@ def test_too_long_examples_fail_clearly():
         packed_rows(too_long)
     with pytest.raises(ValueError, match="'inputs' has 40 tokens"):
         list(packing.pad_dataset(grain.MapDataset.source(too_long), LENGTHS))
+
+
+@pytest.mark.parametrize("pack", [True, False], ids=["packed", "padded"])
+def test_chunks_of_examples_give_the_rows_of_the_examples_one_by_one(pack):
+    """The pipeline feeds each group's list of examples at once: same rows, as blocks."""
+    examples = make_examples(230)
+    cuts = [0, 17, 17, 60, 111, 112, 200, 230]  # uneven groups, one empty
+    chunks = [examples[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
+    ds = grain.MapDataset.source(chunks).to_iter_dataset()
+    one_by_one = grain.MapDataset.source(examples).to_iter_dataset()
+    if pack:
+        blocks = packing.pack_dataset(ds, LENGTHS, buffer_size=50, chunks=True)
+        want = list(packing.pack_dataset(one_by_one, LENGTHS, buffer_size=50))
+    else:
+        blocks = packing.pad_dataset(ds, LENGTHS, chunks=True)
+        want = list(packing.pad_dataset(one_by_one, LENGTHS))
+    got = [
+        {name: values[row] for name, values in block.items()}
+        for block in blocks
+        for row in range(len(block["encoder_input_tokens"]) if len(block) else 0)
+    ]
+    assert len(got) == len(want)
+    for ours, theirs in zip(got, want, strict=True):
+        assert sorted(ours) == sorted(theirs)
+        assert all(np.array_equal(ours[k], theirs[k]) for k in theirs)

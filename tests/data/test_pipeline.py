@@ -30,7 +30,7 @@ class ChunkObjective:
         draws = rng.integers(0, 2**31, size=num_chunks)
         return [{"input_ids": c, "draw": d} for c, d in zip(chunks, draws, strict=True)]
 
-    def finalize(self, ds):
+    def finalize(self, ds, *, chunks=False):
         return ds
 
 
