@@ -21,8 +21,10 @@ import pstats
 import time
 
 from benchmarks import common
+from bert_jax.data import window_shuffle
 
-# (label, a substring of the file, function name); missing stages are not printed.
+# (label, a substring of the file, function name) or (label, the function itself, for two
+# methods of one file with one name); missing stages are not printed.
 STAGES = [
     ("json lines reading", "jsonl_source.py", "_read_line"),
     ("json parsing", "jsonl_source.py", "parse_json_line"),
@@ -30,6 +32,8 @@ STAGES = [
     ("ArrayRecord reads", "array_record_data_source.py", "__getitems__"),
     ("record decode", "tokenized_source.py", "decode_record"),
     ("objective stage (grain flat map, all of it)", "transformations/flatmap.py", "__next__"),
+    ("objective stage (a group's chunk of examples)", "bert_jax/data/pipeline.py", "map"),
+    ("  BERT: example block (rows as arrays)", "bert_task.py", "example_block"),
     ("  BERT: sentence pairs", "sentence_pairs.py", "create_segment_pairs"),
     ("  BERT: [CLS] A [SEP] B layout", "sentence_pairs.py", "build_bert_inputs"),
     ("  BERT: masking", "masking.py", "mask_tokens"),
@@ -41,9 +45,20 @@ STAGES = [
     ("T5: packed rows -> t5x features", "bert_jax/data/packing.py", "packed_to_t5x_features"),
     ("T5: first-fit packing per buffer", "bert_jax/data/packing.py", "__call__"),
     ("window shuffle: grain index_shuffle", "transformations/shuffle.py", "_reshuffle_window"),
-    ("window shuffle: NumPy permutation", "window_shuffle.py", "__call__"),
+    ("window shuffle: NumPy permutation", window_shuffle._PermuteWindow.__call__),
+    ("buffered stages: taking chunks (cut across chunks)", "window_shuffle.py", "_take_chunks"),
+    ("batch: rows of a buffer (`batch_rows`)", window_shuffle._StackBatch.__call__),
     ("batch (np.stack)", "shape_base.py", "stack"),
 ]
+
+
+def _is_stage(key: tuple[str, int, str], where: list) -> bool:
+    file, line, name = key
+    if len(where) == 1:  # a function object
+        code = where[0].__code__
+        return (file, line, name) == (code.co_filename, code.co_firstlineno, code.co_name)
+    file_part, function = where
+    return file_part in file and name == function
 
 
 def build(family: str, start: str):
@@ -102,8 +117,8 @@ def main(argv=None) -> None:
         f"{args.family} from {args.start}: {1000 * total / args.num_batches:.2f} ms CPU per "
         f"batch of 32 under cProfile ({args.num_batches} batches)"
     )
-    for label, file_part, name in STAGES:
-        seconds = sum(v[3] for (f, _, n), v in stats.items() if file_part in f and n == name)
+    for label, *where in STAGES:
+        seconds = sum(v[3] for key, v in stats.items() if _is_stage(key, where))
         if seconds:
             share = 100 * seconds / total
             print(f"  {label:48s} {1000 * seconds / args.num_batches:7.3f} ms  {share:5.1f}%")

@@ -35,6 +35,12 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and metric
 flags.DEFINE_string("out", None, "Output directory (export).")
 flags.DEFINE_string("cell", None, "compare: run only this cell (all its seeds), no report.")
 flags.DEFINE_string("report", None, "compare: write the report of this sweep directory only.")
+flags.DEFINE_string(
+    "import_results",
+    None,
+    "compare: first bring in the finished runs of this results.json (same budget), "
+    "e.g. docs/compare/sweep/results.json; they are not redone.",
+)
 flags.DEFINE_bool("verbose", False, f"Full traceback on errors (also {cli_errors.VERBOSE_ENV}=1).")
 # Each also reads BERT_JAX_<NAME> (then JAX_<NAME>) from the environment; see distributed.py.
 flags.DEFINE_string("coordinator_address", None, "Multi-host: host:port of process 0.")
@@ -109,12 +115,20 @@ def main(argv: list[str]) -> None:
     elif command == "compare":
         from bert_jax.compare import sweep
 
+        if FLAGS.import_results is not None:
+            count = sweep.import_runs(FLAGS.import_results, workdir)
+            logging.info("compare: %d finished runs imported from %s", count, FLAGS.import_results)
         sweep.run(config, workdir, only_cell=FLAGS.cell)
 
 
 def _user_paths() -> dict[str, str]:
     """Paths the user gave, by flag or config field: OSErrors about them are bad inputs."""
-    paths = {"--workdir": FLAGS.workdir, "--out": FLAGS.out, "--report": FLAGS.report}
+    paths = {
+        "--workdir": FLAGS.workdir,
+        "--out": FLAGS.out,
+        "--report": FLAGS.report,
+        "--import_results": FLAGS.import_results,
+    }
     try:
         config = _CONFIG.value
     except OSError:  # a config file that failed to load holds no paths

@@ -12,7 +12,8 @@ without resumes from its newest checkpoint (the train loop's own resume); SIGTER
 Ctrl-C during pretraining stops with a durable checkpoint and exit 75
 (bert_jax/preemption.py), like ``bert-jax pretrain``. Different cells write different
 folders, so ``--cell NAME`` runs can share DIR from many machines (a job array);
-``bert-jax compare --report DIR`` then collects them.
+``bert-jax compare --report DIR`` then collects them; ``--import_results FILE`` brings
+the finished runs of another workdir's results.json in first (`import_runs`).
 """
 
 from __future__ import annotations
@@ -156,6 +157,53 @@ def run_cell(sweep: ml_collections.ConfigDict, workdir: str, name: str, seed: in
     )
     _write_json(path, result)
     return result
+
+
+def import_runs(results_path: str, workdir: str) -> int:
+    """Writes each finished run of a sweep's ``results.json`` into ``workdir`` as its result.json.
+
+    For a sweep whose workdir is gone (another machine, an earlier session, the committed
+    docs/compare/sweep): the imported runs count as done and are not redone, so the same
+    command goes on with the cells and seeds still missing. A run that already has a
+    result.json in ``workdir`` keeps it. The budget check applies: the results' config
+    must match ``workdir``'s sweep.json, and becomes it when there is none.
+
+    Returns:
+      the number of runs written.
+    Raises:
+      ValueError: naming ``results_path`` if it is not a sweep's results.json, or
+        ``workdir``'s sweep.json if the configs differ.
+    """
+    try:
+        with open(results_path) as f:
+            summary = json.load(f)
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"{results_path}: not a readable results.json ({error})") from None
+    if not isinstance(summary, dict) or not all(
+        isinstance(summary.get(key), dict) for key in ("cells", "config")
+    ):
+        raise ValueError(f"{results_path}: not a sweep's results.json (needs 'cells' and 'config')")
+    check_same_budget(workdir, summary["config"])
+    runs = []
+    for name, cell in summary["cells"].items():
+        for run in cell.get("runs", []) if isinstance(cell, dict) else []:
+            if not (
+                isinstance(run, dict) and run.get("cell") == name and type(run.get("seed")) is int
+            ):
+                raise ValueError(f"{results_path}: cells.{name} holds a run that is not {name}'s")
+            runs.append(run)
+    os.makedirs(workdir, exist_ok=True)
+    sweep_path = os.path.join(workdir, "sweep.json")
+    if not os.path.exists(sweep_path):
+        _write_json(sweep_path, {"config": summary["config"], "command": summary.get("command")})
+    written = 0
+    for run in runs:
+        directory = cell_dir(workdir, run["cell"], run["seed"])
+        if not os.path.exists(os.path.join(directory, RESULT)):
+            os.makedirs(directory, exist_ok=True)
+            _write_json(os.path.join(directory, RESULT), run)
+            written += 1
+    return written
 
 
 def run(sweep: ml_collections.ConfigDict, workdir: str, only_cell: str | None = None) -> None:

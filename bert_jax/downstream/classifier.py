@@ -18,7 +18,7 @@ import optax
 from flax import nnx
 
 from bert_jax.downstream import metrics
-from bert_jax.models import layers
+from bert_jax.models import projections
 from bert_jax.models.bert import BertConfig, BertModel
 
 HEADS = ("classification", "regression", "span")
@@ -48,9 +48,9 @@ class FinetuneModelConfig:
             raise ValueError(f"num_labels must be >= 1, got {self.num_labels}")
 
 
-def head_dense(config: BertConfig, out_features: int, rngs: nnx.Rngs) -> nnx.Linear:
+def head_dense(config: BertConfig, out_features: int, rngs: nnx.Rngs) -> projections.Dense:
     """A task head ``[H, out_features]``: logical axes (embed, None), BERT initialisation."""
-    return layers.dense(
+    return projections.dense(
         config.hidden_size,
         out_features,
         ("embed", None),

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from bert_jax import sharding
-from bert_jax.models import layer_stack, layers
+from bert_jax.models import layer_stack, layers, projections
 from bert_jax.models.bert_config import (
     ALBERT_SIZES,
     BERT_SIZES,
@@ -45,8 +45,10 @@ __all__ = [
 LAYER_PREFIXES = (("encoder", "attention_sublayers"), ("encoder", "ffn_sublayers"))
 
 
-def _dense(config: BertConfig, in_features: int, out_features: int, axes, rngs) -> nnx.Linear:
-    return layers.dense(
+def _dense(
+    config: BertConfig, in_features: int, out_features: int, axes, rngs
+) -> projections.Dense:
+    return projections.dense(
         in_features,
         out_features,
         axes,
@@ -74,9 +76,11 @@ class BertEmbeddings(nnx.Module):
         init = nnx.initializers.truncated_normal(stddev=config.initializer_range)
         common = dict(embedding_init=init, param_dtype=config.param_dtype, rngs=rngs)
         e = config.embedding_dim
-        self.token = layers.embed(config.vocab_size, e, ("vocab", "embed"), **common)
-        self.position = layers.embed(config.max_position_embeddings, e, (None, "embed"), **common)
-        self.segment = layers.embed(config.type_vocab_size, e, (None, "embed"), **common)
+        self.token = projections.embed(config.vocab_size, e, ("vocab", "embed"), **common)
+        self.position = projections.embed(
+            config.max_position_embeddings, e, (None, "embed"), **common
+        )
+        self.segment = projections.embed(config.type_vocab_size, e, (None, "embed"), **common)
         self.norm = _norm(config, e, rngs)
         self.dropout = nnx.Dropout(config.dropout_rate)
 
@@ -270,7 +274,7 @@ class BertForPreTraining(nnx.Module):
         hidden = layers.activation(self.config.hidden_act)(self.mlm_transform(sequence))
         hidden = self.mlm_norm(hidden)  # [batch, predictions, E]
         table = self.encoder.embeddings.token.embedding[...]
-        mlm_logits = layers.tied_logits(hidden, table) + self.mlm_bias[...].astype(jnp.float32)
+        mlm_logits = projections.tied_logits(hidden, table) + self.mlm_bias[...].astype(jnp.float32)
         pair_logits = self.pair_classifier(pooled).astype(jnp.float32)  # [batch, 2]
         return mlm_logits, pair_logits
 

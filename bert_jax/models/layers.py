@@ -17,8 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from bert_jax import sharding
-
-Initializer = nnx.initializers.Initializer
+from bert_jax.models.projections import Initializer, dense
 
 # The one list of float dtypes a model config accepts for `dtype` and `param_dtype`.
 DTYPES = ("float32", "bfloat16", "float16")
@@ -43,58 +42,6 @@ def activation(name: str) -> Callable[[jax.Array], jax.Array]:
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; know {sorted(ACTIVATIONS)}")
     return ACTIVATIONS[name]
-
-
-def dense(
-    in_features: int,
-    out_features: int,
-    axes: tuple[str | None, str | None],
-    *,
-    kernel_init: Initializer,
-    use_bias: bool = True,
-    dtype: str = "float32",
-    param_dtype: str = "float32",
-    rngs: nnx.Rngs,
-) -> nnx.Linear:
-    """An `nnx.Linear` whose kernel has logical ``axes`` and bias ``axes[-1:]``."""
-    return nnx.Linear(
-        in_features,
-        out_features,
-        use_bias=use_bias,
-        dtype=jnp.dtype(dtype),
-        param_dtype=jnp.dtype(param_dtype),
-        kernel_init=nnx.with_partitioning(kernel_init, axes),
-        bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), axes[-1:]),
-        rngs=rngs,
-    )
-
-
-def embed(
-    num_embeddings: int,
-    features: int,
-    axes: tuple[str | None, str | None],
-    *,
-    embedding_init: Initializer,
-    param_dtype: str = "float32",
-    rngs: nnx.Rngs,
-) -> nnx.Embed:
-    """An `nnx.Embed` table ``[num_embeddings, features]`` with logical ``axes``.
-
-    Lookups return the parameter dtype; callers cast after summing embeddings.
-    """
-    return nnx.Embed(
-        num_embeddings,
-        features,
-        param_dtype=jnp.dtype(param_dtype),
-        embedding_init=nnx.with_partitioning(embedding_init, axes),
-        rngs=rngs,
-    )
-
-
-def tied_logits(x: jax.Array, embedding_table: jax.Array) -> jax.Array:
-    """Float32 logits of ``x [..., embed]`` against a ``[vocab, embed]`` table."""
-    table = embedding_table.astype(x.dtype)
-    return jnp.einsum("...e,ve->...v", x, table, preferred_element_type=jnp.float32)
 
 
 class LayerNorm(nnx.LayerNorm):

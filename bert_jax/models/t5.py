@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from bert_jax import sharding
-from bert_jax.models import layer_stack, layers
+from bert_jax.models import layer_stack, projections
 from bert_jax.models.layers import attention_mask, causal_mask
 from bert_jax.models.t5_config import FEED_FORWARDS, T5_SIZES, T5Config, t5_config
 from bert_jax.models.t5_layers import Stack
@@ -47,7 +47,7 @@ class T5ForConditionalGeneration(nnx.Module):
 
     def __init__(self, config: T5Config, *, rngs: nnx.Rngs):
         self.config = config
-        self.token_embedder = layers.embed(
+        self.token_embedder = projections.embed(
             config.vocab_size,
             config.d_model,
             ("vocab", "embed"),
@@ -59,7 +59,7 @@ class T5ForConditionalGeneration(nnx.Module):
         self.decoder = Stack(config, decoder=True, rngs=rngs)
         if not config.tie_word_embeddings:
             # float32 logits for stability (t5x); t5x fan-in init, not HF's std 1.
-            self.lm_head = nnx.Linear(
+            self.lm_head = projections.Dense(
                 config.d_model,
                 config.vocab_size,
                 use_bias=False,
@@ -139,8 +139,7 @@ class T5ForConditionalGeneration(nnx.Module):
         if self.config.tie_word_embeddings:
             # Tied embeddings have std 1, so the output is rescaled (Mesh TF / HF).
             decoded = decoded * self.config.d_model**-0.5
-            embedding = self.token_embedder.embedding[...].astype(jnp.float32)
-            logits = jnp.einsum("ble,ve->blv", decoded, embedding)
+            logits = projections.tied_logits(decoded, self.token_embedder.embedding[...])
         else:
             logits = self.lm_head(decoded)
         return sharding.constrain(logits, ("batch", "length", "vocab"))  # [batch, length, vocab]

@@ -217,3 +217,30 @@ def test_every_paper_row_of_the_tables_has_published_numbers():
     assert paper.paper_score("albert_table5", "SOP") == ("Avg", 80.1)
     assert paper.paper_score("bert_table5", "BERT-base") == ("mean of 5", 88.14)
     assert paper.paper_score("bert_table5", None) is None
+
+
+def test_a_results_json_restores_a_lost_workdir_and_refuses_another_budget(sweep_dir, tmp_path):
+    from bert_jax.compare import sweep
+
+    results.write(str(sweep_dir))
+    restored = tmp_path / "restored"
+    source = str(sweep_dir / "results.json")
+    assert sweep.import_runs(source, str(restored)) == sum(len(v) for v in PRIMARY.values())
+    for path in sweep_dir.glob("cells/*/seed*/result.json"):
+        twin = restored / path.relative_to(sweep_dir)
+        assert json.loads(twin.read_text()) == json.loads(path.read_text())
+    assert results.collect(str(restored))["cells"] == results.collect(str(sweep_dir))["cells"]
+    # A second import writes nothing; a run finished here is kept, not overwritten.
+    kept = restored / "cells" / "t5_iid_50" / "seed0" / "result.json"
+    kept.write_text(json.dumps(_result("t5_iid_50", 0, 0.99)))
+    assert sweep.import_runs(source, str(restored)) == 0
+    assert json.loads(kept.read_text())["scores"]["rt_probe_500"] == 0.99
+    other = tmp_path / "other"
+    other.mkdir()
+    config = {"suite.primary": "rt_probe_500", "compare.scale": "paper"}
+    (other / "sweep.json").write_text(json.dumps({"config": config, "command": COMMAND}))
+    with pytest.raises(ValueError, match=r"sweep\.json.*compare\.scale: 'paper' -> 'cpu'"):
+        sweep.import_runs(source, str(other))
+    (tmp_path / "bad.json").write_text(json.dumps({"cells": []}))
+    with pytest.raises(ValueError, match=r"bad\.json: not a sweep's results\.json"):
+        sweep.import_runs(str(tmp_path / "bad.json"), str(tmp_path / "x"))
