@@ -59,16 +59,14 @@ class T5ForConditionalGeneration(nnx.Module):
         self.decoder = Stack(config, decoder=True, rngs=rngs)
         if not config.tie_word_embeddings:
             # float32 logits for stability (t5x); t5x fan-in init, not HF's std 1.
-            self.lm_head = projections.Dense(
+            self.lm_head = projections.dense(
                 config.d_model,
                 config.vocab_size,
+                ("embed", "vocab"),
+                kernel_init=jax.nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal"),
                 use_bias=False,
-                dtype=jnp.float32,
-                param_dtype=jnp.dtype(config.param_dtype),
-                kernel_init=nnx.with_partitioning(
-                    jax.nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal"),
-                    ("embed", "vocab"),
-                ),
+                dtype="float32",
+                param_dtype=config.param_dtype,
                 rngs=rngs,
             )
 
