@@ -113,6 +113,7 @@ class BertObjective:
         self.cls_id = int(tokenizer.cls_id)
         self.sep_id = int(tokenizer.sep_id)
         self.mask_id = int(tokenizer.mask_id)
+        self.pad_id = int(tokenizer.pad_id)
         self.word_start = np.asarray(tokenizer.word_start, bool)
         self.special_ids = np.asarray(tokenizer.special_ids, np.int32)
         self.random_token_range = (int(tokenizer.first_normal_id), int(tokenizer.spm_vocab_size))
@@ -172,6 +173,7 @@ class BertObjective:
             max_predictions_per_seq=config.max_predictions_per_seq,
             whole_word=config.whole_word_masking,
             max_ngram=config.max_ngram,
+            padding_id=self.pad_id,
         )
         return {
             "input_ids": masked["input_ids"],  # [N, L]

@@ -58,6 +58,13 @@ def eligible(input_ids):
     return ~np.isin(input_ids, SPECIAL_IDS)
 
 
+def reference_budget(input_ids, masked_lm_prob=0.15, max_predictions=LENGTH):
+    """google-research/bert: min(max_predictions, max(1, round(len(tokens) * prob))), where
+    `tokens` holds [CLS] and [SEP] but no padding."""
+    num_tokens = (input_ids != PAD).sum(1)
+    return np.minimum(max_predictions, np.maximum(1, np.round(num_tokens * masked_lm_prob)))
+
+
 MODES = [
     dict(),
     dict(whole_word=True),
@@ -67,19 +74,29 @@ MODES = [
 
 
 @pytest.mark.parametrize("mode", MODES, ids=str)
-def test_fifteen_percent_of_eligible_tokens_are_predicted(input_ids, word_start, mode):
+def test_fifteen_percent_of_tokens_are_predicted(input_ids, word_start, mode):
     out = run(input_ids, word_start, **mode)
-    rate = out["masked_lm_weights"].sum() / eligible(input_ids).sum()
+    rate = out["masked_lm_weights"].sum() / (input_ids != PAD).sum()
     assert abs(rate - 0.15) < 0.005, rate
-    budget = np.maximum(1, np.round(eligible(input_ids).sum(1) * 0.15))
-    assert (out["masked_lm_weights"].sum(1) <= budget).all()
+    assert (out["masked_lm_weights"].sum(1) <= reference_budget(input_ids)).all()
 
 
 def test_token_masking_fills_the_budget_exactly(input_ids, word_start):
     out = run(input_ids, word_start, max_predictions_per_seq=20)
-    budget = np.minimum(20, np.maximum(1, np.round(eligible(input_ids).sum(1) * 0.15)))
+    budget = reference_budget(input_ids, max_predictions=20)
     np.testing.assert_array_equal(out["masked_lm_weights"].sum(1), budget)
     assert out["masked_lm_positions"].shape == (NUM_ROWS, 20)
+
+
+def test_the_budget_counts_cls_and_sep_as_google_research_bert_does(word_start):
+    # A 64-token pair: the reference predicts round(0.15 * 64) = round(9.6) = 10 positions;
+    # counting only the 61 maskable tokens would give round(9.15) = 9.
+    row = np.concatenate([[CLS], np.arange(100, 130), [SEP], np.arange(200, 231), [SEP]])
+    assert len(row) == 64
+    padded = np.concatenate([row, np.full(64, PAD)])[None].astype(np.int32)  # [1, 128]
+    for seed in range(5):
+        out = run(padded, word_start, seed=seed)
+        assert out["masked_lm_weights"].sum() == 10
 
 
 @pytest.mark.parametrize("mode", MODES, ids=str)

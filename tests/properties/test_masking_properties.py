@@ -97,10 +97,12 @@ def test_mask_tokens_invariants(batch, options, seed):
     corrupted = out["input_ids"][chosen]
     assert np.all((corrupted == MASK) | (corrupted >= FIRST_NORMAL) & (corrupted < VOCAB_SIZE))
 
-    # Budget: round(eligible * p), at least 1, at most P and the eligible count; 0 when p = 0.
+    # Budget: round(non-padding tokens * p) as google-research/bert counts them ([CLS] and
+    # [SEP] included), at least 1, at most P and the eligible count; 0 when p = 0.
     num_eligible = eligible.sum(axis=1)
+    num_tokens = (ids != PAD).sum(axis=1)
     budget = np.minimum(
-        predictions, np.maximum(1, np.round(num_eligible * options["masked_lm_prob"]))
+        predictions, np.maximum(1, np.round(num_tokens * options["masked_lm_prob"]))
     )
     budget = np.minimum(budget, num_eligible) * (options["masked_lm_prob"] > 0)
     count = real.sum(axis=1)
