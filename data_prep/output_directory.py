@@ -6,16 +6,22 @@ directory when it fails. Instead `stage` checks the output first (a file, a moun
 a non-empty directory without `overwrite`, or one holding files the job does not write
 are refused, naming the path) and makes an empty staging directory beside it,
 `.NAME.tmp-PID` (a hidden name: a glob such as `*/*.array_record` skips it). The job
-writes there; `swap_in` renames the staging directory to the output, moving the previous
-one aside first and deleting it after. Between those two renames (no copying) a reader
-finds no directory, never a mix; a failed job deletes the staging directory and leaves
-the previous output as it was.
+writes there; `swap_in` exchanges the two directories in one atomic step (Linux
+`renameat2(RENAME_EXCHANGE)`) and deletes the previous one. Where the filesystem cannot
+exchange, it moves the previous one aside and renames the staging directory: between
+those two renames a reader finds no directory, never a mix. A failed job deletes the
+staging directory and leaves the previous output as it was.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import shutil
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
 
 
 def _own_files(names: list[str], suffix: str, manifest: str) -> bool:
@@ -75,11 +81,30 @@ def stage(output_dir: str, *, overwrite: bool, suffix=".array_record", manifest=
     return staging
 
 
+def _exchange(first: str, second: str) -> bool:
+    """Swaps two existing paths atomically; False where the OS or filesystem cannot."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:  # not Linux, or glibc before 2.28
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p]
+    renameat2.argtypes += [ctypes.c_uint]
+    paths = (os.fsencode(first), os.fsencode(second))
+    if renameat2(_AT_FDCWD, paths[0], _AT_FDCWD, paths[1], _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), first, None, second)
+
+
 def swap_in(staging: str, output_dir: str) -> None:
-    """Renames `staging` to `output_dir`, replacing (and then deleting) the previous one."""
+    """Puts `staging` in place of `output_dir` and deletes the previous one."""
     output = os.path.realpath(output_dir)
     if not os.path.exists(output):
         os.rename(staging, output)
+        return
+    if _exchange(staging, output):
+        shutil.rmtree(staging)  # now the previous output
         return
     parent, name = os.path.split(output)
     previous = os.path.join(parent, f".{name}.old-{os.getpid()}")

@@ -178,3 +178,16 @@ def test_a_read_only_output_is_one_error_line(shards, vocab_path, tmp_path, repo
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("data_prep.tokenize_shards: error: --output") and "Read-only" in last
+
+
+def test_swap_without_an_atomic_exchange_still_replaces_whole(tmp_path, monkeypatch):
+    from data_prep import output_directory
+
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "old.array_record").write_text("old")
+    staging = output_directory.stage(str(output), overwrite=True)
+    (tmp_path / os.path.basename(staging) / "new.array_record").write_text("new")
+    monkeypatch.setattr(output_directory, "_exchange", lambda first, second: False)
+    output_directory.swap_in(staging, str(output))
+    assert os.listdir(output) == ["new.array_record"] and os.listdir(tmp_path) == ["out"]
