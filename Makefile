@@ -35,8 +35,8 @@ $(VOCAB): $(CORPUS)/.done
 
 # The embedded corpus as pre-tokenised ArrayRecord shards (config.data.source=tokenized).
 $(TOKENIZED)/.done: $(VOCAB)
-	$(PY) -m data_prep.tokenize_shards --input '$(CORPUS)/c4-train.*.json.gz' --output $(TOKENIZED)/train --vocab $(VOCAB) --runner $(TOKENIZE_RUNNER)
-	$(PY) -m data_prep.tokenize_shards --input '$(CORPUS)/c4-validation.*.json.gz' --output $(TOKENIZED)/validation --vocab $(VOCAB) --runner $(TOKENIZE_RUNNER)
+	$(PY) -m data_prep.tokenize_shards --input '$(CORPUS)/c4-train.*.json.gz' --output $(TOKENIZED)/train --vocab $(VOCAB) --runner $(TOKENIZE_RUNNER) --overwrite
+	$(PY) -m data_prep.tokenize_shards --input '$(CORPUS)/c4-validation.*.json.gz' --output $(TOKENIZED)/validation --vocab $(VOCAB) --runner $(TOKENIZE_RUNNER) --overwrite
 	touch $@
 
 corpus: $(CORPUS)/.done

@@ -1,7 +1,7 @@
 """C4-format json.gz shards -> pre-tokenised ArrayRecord shards, as an Apache Beam job.
 
     python -m data_prep.tokenize_shards --input 'c4-train.*.json.gz' --output DIR \
-        [--vocab data/vocab/spm.model] [--num_shards N] [--runner DirectRunner] \
+        [--vocab data/vocab/spm.model] [--num_shards N] [--runner DirectRunner] [--overwrite] \
         [Beam pipeline options, e.g. --direct_num_workers=2 --direct_running_mode=multi_processing]
 
 Each input shard (or, with --num_shards N, each of N contiguous runs of input shards)
@@ -12,8 +12,13 @@ raw-text pipeline computes (`Tokenizer.encode_document`; record layout in
 reader does (it is the reader used here); documents without a sentence are dropped and
 counted (`no_sentences`). The counts are Beam metrics (namespace `tokenize_shards`) and
 go into `DIR/manifest.json` with the vocabulary's sha256, the token counts and the
-source shards. Shards are written to a temporary name and renamed, so a retried bundle
-never leaves a half shard.
+source shards and every shard's record count and size (the reader reads exactly the
+listed shards and checks both). Shards are written to a temporary name and renamed, so
+a retried bundle never leaves a half shard; the whole directory is written beside DIR
+and then swapped in (`data_prep/output_directory.py`), so DIR never holds the shards of
+an earlier run beside a new manifest. A non-empty DIR is refused unless `--overwrite`
+(which replaces only a directory of shards). A bad input glob, vocabulary or DIR ends in
+one `error:` line naming it, exit 1 (`BERT_JAX_VERBOSE=1`: with the traceback).
 
 The DirectRunner uses one worker process per core unless told otherwise; `--runner`
 and every other Beam option pass through, so the same job runs on Dataflow, Flink or
@@ -27,12 +32,17 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
+import sys
+import traceback
 
 import numpy as np
 from array_record.python.array_record_module import ArrayRecordWriter
 
+from bert_jax import cli_errors
 from bert_jax.data import jsonl_source, tokenized_source
 from bert_jax.data.tokenizer import Tokenizer
+from data_prep import output_directory
 
 try:
     import apache_beam as beam
@@ -107,6 +117,7 @@ def convert_shard(
         "output": os.path.basename(output_path),
         "sources": [os.path.abspath(path) for path in input_paths],
         **counts,
+        "bytes": os.path.getsize(output_path),
         "skip_counts": dataclasses.asdict(skips),
     }
 
@@ -170,17 +181,43 @@ def run(
     num_shards: int = 0,
     runner: str = "DirectRunner",
     beam_args: list[str] | None = None,
+    overwrite: bool = False,
 ) -> dict:
-    """Runs the job.
+    """Runs the job: writes the shards and manifest into a staging directory beside
+    `output_dir`, then swaps it in (`output_directory.py`).
+
+    Args:
+      overwrite: replace an `output_dir` that already holds tokenised shards (else a
+        non-empty `output_dir` is refused).
 
     Returns:
       (the manifest written to `output_dir`, the job's counters: documents, sentences,
       tokens and each skip reason; Beam metrics, or the manifest's totals when serial).
+
+    Raises:
+      ValueError: `--input` matches no file, a bad vocabulary, or an `output_dir` that
+        cannot be written or replaced (named).
     """
-    input_paths = jsonl_source.expand_patterns(input_pattern)
+    try:
+        input_paths = jsonl_source.expand_patterns(input_pattern)
+    except ValueError as error:
+        raise ValueError(f"--input: {error}") from error
     assignments = assign_shards(input_paths, num_shards)
-    os.makedirs(output_dir, exist_ok=True)
     Tokenizer(vocab_path)  # fail here, not inside a worker, on a missing or wrong vocabulary
+    staging = output_directory.stage(output_dir, overwrite=overwrite)
+    try:
+        manifest, counters = _run_into(
+            staging, assignments, vocab_path, text_field, runner, beam_args or []
+        )
+        output_directory.swap_in(staging, output_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # the previous output stays as it was
+        raise
+    return manifest, counters
+
+
+def _run_into(output_dir, assignments, vocab_path, text_field, runner, beam_args):
+    """The shards and manifest written into `output_dir` (the staging directory)."""
     if runner == "serial":
         tokenizer = Tokenizer(vocab_path)
         shards = [
@@ -194,7 +231,7 @@ def run(
             "apache-beam is not installed: it is a pinned dependency (pyproject.toml); "
             "rerun `make venv`, or convert without Beam with --runner=serial (same shards)."
         )
-    args = list(beam_args or [])
+    args = list(beam_args)
     if runner == "DirectRunner" and not any(a.startswith("--direct_running_mode") for a in args):
         args.append("--direct_running_mode=multi_processing")  # one worker process per core
     options = beam.options.pipeline_options.PipelineOptions([f"--runner={runner}", *args])
@@ -215,23 +252,36 @@ def run(
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="data_prep.tokenize_shards", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--input", required=True, help="comma-separated globs of json.gz shards")
     parser.add_argument("--output", required=True, help="directory for shards + manifest.json")
     parser.add_argument("--vocab", default="data/vocab/spm.model", help="sentencepiece model")
     parser.add_argument("--text_field", default="text")
     parser.add_argument("--num_shards", type=int, default=0, help="0: one per input shard")
     parser.add_argument("--runner", default="DirectRunner", help="a Beam runner, or 'serial'")
-    args, beam_args = parser.parse_known_args(argv)
-    manifest, counters = run(
-        args.input,
-        args.output,
-        args.vocab,
-        text_field=args.text_field,
-        num_shards=args.num_shards,
-        runner=args.runner,
-        beam_args=beam_args,
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the shards of a non-empty --output (only manifest.json and shards)",
     )
+    args, beam_args = parser.parse_known_args(argv)
+    try:
+        manifest, counters = run(
+            args.input,
+            args.output,
+            args.vocab,
+            text_field=args.text_field,
+            num_shards=args.num_shards,
+            runner=args.runner,
+            beam_args=beam_args,
+            overwrite=args.overwrite,
+        )
+    except (ValueError, OSError) as error:  # a bad input, output or vocabulary: one line
+        if cli_errors.verbose_requested(sys.argv if argv is None else argv):
+            traceback.print_exception(error)
+        parser.exit(1, f"{parser.prog}: error: {' '.join(str(error).split())}\n")
     print(f"{args.output}: {len(manifest['shards'])} shards; {counters}")
 
 

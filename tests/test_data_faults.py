@@ -106,13 +106,21 @@ def test_text_source_with_no_usable_file_or_block_stops(tmp_path, tokenizer, voc
     assert "no_sentences 2" in str(error.value)
 
 
-def write_tokenized(directory, records: list[bytes], vocab_path):
+def write_tokenized(directory, records: list[bytes], vocab_path, num_shards: int = 1):
+    """`records` dealt to `num_shards` shards (contiguous runs), with their manifest."""
     directory.mkdir()
-    writer = ArrayRecordWriter(str(directory / "shard-0.array_record"), "group_size:1")
-    for record in records:
-        writer.write(record)
-    writer.close()
-    manifest = tokenize_shards.build_manifest([], vocab_path, "text")
+    entries = []
+    for shard, run in enumerate(np.array_split(np.arange(len(records)), num_shards)):
+        path = directory / f"shard-{shard}.array_record"
+        writer = ArrayRecordWriter(str(path), "group_size:1")
+        for index in run:
+            writer.write(records[index])
+        writer.close()
+        entries.append(
+            dict(output=path.name, sources=[], documents=len(run), sentences=0, tokens=0)
+        )
+        entries[-1].update(bytes=path.stat().st_size, skip_counts=vars(faults.SkipCounts()))
+    manifest = tokenize_shards.build_manifest(entries, vocab_path, "text")
     manifest["token_dtype"] = "<u2"
     (directory / tokenized_source.MANIFEST_NAME).write_text(json.dumps(manifest))
     return str(directory / "*.array_record")
@@ -129,6 +137,65 @@ def test_tokenized_source_with_only_bad_records_or_shards_stops(tmp_path, tokeni
     with pytest.raises(faults.DataFaultError, match="readable ArrayRecord") as error:
         read_documents(data_config("tokenized", pattern, vocab_path), tokenizer)
     assert pattern in str(error.value) and "corrupt_files 1" in str(error.value)
+
+
+def good_records(count: int) -> list[bytes]:
+    """Pre-tokenised records of two short sentences each."""
+    return [
+        tokenized_source.encode_record([np.arange(1, 3 + i % 40)] * 2, np.dtype("<u2"))
+        for i in range(count)
+    ]
+
+
+def test_unreadable_tokenized_shards_count_by_the_records_they_held(
+    tmp_path, tokenizer, vocab_path
+):
+    pattern = write_tokenized(tmp_path / "shards", good_records(400), vocab_path, num_shards=4)
+    for shard in (1, 2, 3):  # truncated downloads: 300 of the 400 records lost
+        path = tmp_path / "shards" / f"shard-{shard}.array_record"
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(faults.DataFaultError) as error:
+        read_documents(data_config("tokenized", pattern, vocab_path), tokenizer)
+    message = str(error.value)
+    assert "3 of the 4 shard(s) are unreadable or missing, holding 300 of the 400" in message
+    assert "max_skipped_fraction=0.5" in message and "shard-1.array_record" in message
+    lenient = data_config("tokenized", pattern, vocab_path, max_skipped_fraction=0.8)
+    assert len(read_documents(lenient, tokenizer, "eval", n=1000)) == 100  # shard 0 only
+
+
+def test_unreadable_shards_count_with_the_bad_records_of_the_others(
+    tmp_path, tokenizer, vocab_path, caplog
+):
+    bad = np.array([1, 50], "<u4").tobytes()  # a header that promises more ids than there are
+    records = [bad if i % 5 < 2 else record for i, record in enumerate(good_records(400))]
+    pattern = write_tokenized(tmp_path / "shards", records, vocab_path, num_shards=4)
+    (tmp_path / "shards" / "shard-3.array_record").unlink()  # 25% lost, 40% of the rest bad
+    with caplog.at_level(logging.WARNING), pytest.raises(faults.DataFaultError) as error:
+        read_documents(data_config("tokenized", pattern, vocab_path), tokenizer, n=10_000)
+    skipped = re.search(
+        r"(\d+\.\d)% of the records read were skipped \((\d+\.\d)% with", str(error.value)
+    )
+    assert skipped and 35 < float(skipped[1]) < 45 and float(skipped[2]) > 50, str(error.value)
+    assert "corrupt_files 1" in str(error.value)
+    assert "shard-3.array_record (100 records) is listed in its manifest.json but missing" in (
+        caplog.text
+    )
+
+
+def test_a_corrupt_tokenized_record_is_skipped_and_named(tmp_path, tokenizer, vocab_path, caplog):
+    pattern = write_tokenized(tmp_path / "shards", good_records(100), vocab_path)
+    path = tmp_path / "shards" / "shard-0.array_record"
+    data = bytearray(path.read_bytes())
+    middle = 5000  # inside a record's chunk: the records fill the first ~12 KB of the file
+    data[middle : middle + 4] = bytes(byte ^ 0xFF for byte in data[middle : middle + 4])
+    path.write_bytes(bytes(data))
+    config = data_config("tokenized", pattern, vocab_path)
+    host = dict(seed=0, process_index=0, process_count=1, repeat=False)
+    iterator = iter(sources.documents(config, "eval", tokenizer, **host))
+    with caplog.at_level(logging.WARNING), deadline():
+        documents = list(iterator)
+    assert len(documents) == 99 and iterator.skip_counts.corrupt_records == 1
+    assert f"{path} record " in caplog.text and "Corrupted Riegeli" in caplog.text
 
 
 def test_max_skipped_fraction_stops_a_mostly_bad_split(tmp_path, tokenizer, vocab_path):

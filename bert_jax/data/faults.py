@@ -12,13 +12,17 @@ names the first few skipped records and then only logs count summaries, and rais
   usable line; the other sources: a pass over all their records), or
 - `MAX_RECORDS_WITHOUT_DOCUMENT` records in a row gave no document, or
 - more than `config.data.max_skipped_fraction` of the records read were skipped, once
-  `MIN_RECORDS_FOR_FRACTION` were read (one bad line among the first ten is no error).
+  `MIN_RECORDS_FOR_FRACTION` were read (one bad line among the first ten is no error), or
+- whole files skipped when the split is opened hold more than that fraction of its
+  records (pre-tokenised shards: their manifest's counts, `files_lost`); their share
+  also counts with the records skipped later.
 
 It also warns (train) or raises (eval) when the first pass holds fewer documents than
 the objective needs (next-sentence prediction draws its random next segment from
 another document: 2). The counts are part of the iterator state (key `data_faults`),
 so they survive a resume and reach the main process from grain workers;
-`skip_metrics(iterator)` sums them for the train loop's log line.
+`skip_metrics(iterator)` sums them for the train loop's log line. (Over 300 lines: one
+tally for every source, kept whole.)
 """
 
 from __future__ import annotations
@@ -94,6 +98,9 @@ class ReadTally:
         self.min_documents = min_documents
         self.host_files: int | None = None  # jsonl: this host's shards (jsonl_stream sets it)
         self.records_per_pass: int | None = None  # other sources: this host's records
+        # Records of the split in files that could not be opened (files_lost); kept by
+        # reset(): a property of the files, not of one iterator.
+        self.lost_share = 0.0
         self._lock = threading.Lock()
         self.reset()
 
@@ -142,14 +149,37 @@ class ReadTally:
                 self._next_summary *= 10
                 logging.warning("%s: %s", self.what, self._summary())
             skipped = self.skips.records()
-            if (
-                self.records >= MIN_RECORDS_FOR_FRACTION
-                and skipped > self.max_skipped_fraction * self.records
-            ):
+            if self.records < MIN_RECORDS_FOR_FRACTION:
+                return
+            if self.lost_share:  # lost: in the unreadable files, or skipped among the rest
+                share = 1 - (1 - self.lost_share) * (1 - skipped / self.records)
+                too_many = share > self.max_skipped_fraction
+                with_files = f" ({share:.1%} with the records of the unreadable files)"
+            else:
+                too_many = skipped > self.max_skipped_fraction * self.records
+                with_files = ""
+            if too_many:
                 raise self.error(
-                    f"{skipped / self.records:.1%} of the records read were skipped, more than "
-                    f"config.data.max_skipped_fraction={self.max_skipped_fraction} (raise it to "
-                    "accept this data)"
+                    f"{skipped / self.records:.1%} of the records read were skipped{with_files}, "
+                    f"more than config.data.max_skipped_fraction={self.max_skipped_fraction} "
+                    "(raise it to accept this data)"
+                )
+
+    def files_lost(self, lost_records: int, split_records: int, what: str) -> None:
+        """Files skipped when the split was opened (each already `skip`ped as corrupt_files)
+        held `lost_records` of the split's `split_records` records.
+
+        Raises `DataFaultError` when that share is over `max_skipped_fraction` (no minimum
+        of records read: the counts are the files' own); otherwise the share counts with
+        the records skipped later.
+        """
+        with self._lock:
+            self.lost_share = lost_records / max(split_records, 1)
+            if self.lost_share > self.max_skipped_fraction:
+                raise self.error(
+                    f"{what}, holding {lost_records:,} of the {split_records:,} records "
+                    f"({self.lost_share:.1%}), more than config.data.max_skipped_fraction="
+                    f"{self.max_skipped_fraction} (raise it to accept this data)"
                 )
 
     def document(self) -> None:

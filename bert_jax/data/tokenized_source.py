@@ -13,29 +13,46 @@ the bytes of C4). `config.data.source=tokenized` reads the shards named by
 `train_pattern` / `eval_pattern` (e.g. `data/c4_tokenized/train/*.array_record`) by
 random access with `grain.sources.ArrayRecordDataSource`: each host takes documents
 `[process_index::process_count]`, the train split is reshuffled every epoch, and the
-iterator state is an index (checkpointed with the model). The vocabulary checksum in
-each shard directory's manifest must match the run's `config.data.vocab_path`.
+iterator state is an index (checkpointed with the model).
+
+What is read is what the manifests list (`tokenized_manifest.py`: the pattern selects
+among the listed shards; their vocabulary must be the run's `config.data.vocab_path`).
+Each listed shard is opened first: one that holds another record count or size than
+listed is refused (it belongs to another run); one that is missing or does not open
+(truncated, not ArrayRecord) is skipped, logged and counted with the records its
+manifest lists, against `config.data.max_skipped_fraction`; a record whose chunk fails
+riegeli's checksum (flipped bytes) is skipped and counted when read (`corrupt_records`).
 """
 
 from __future__ import annotations
 
-import hashlib
+import bisect
+import concurrent.futures
+import dataclasses
 import itertools
-import json
 import os
 
 import grain
 import numpy as np
 from absl import logging
+from array_record.python.array_record_module import ArrayRecordReader
 
 from bert_jax.data.faults import ReadTally
-from bert_jax.data.jsonl_source import expand_patterns
+from bert_jax.data.tokenized_manifest import (  # noqa: F401 (the format's names, for users)
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    SHARD_SUFFIX,
+    ListedShard,
+    check_vocabulary,
+    file_sha256,
+    listed_shards,
+    read_manifest,
+)
 
-FORMAT_NAME = "bert_jax.tokenized_documents"
-FORMAT_VERSION = 1
-MANIFEST_NAME = "manifest.json"
-SHARD_SUFFIX = ".array_record"
 _HEADER_DTYPE = np.dtype("<u4")
+# Shards opened at once to check their record counts (a network filesystem wants several).
+_OPEN_THREADS = 16
 
 
 def token_dtype_for(vocab_size: int) -> np.dtype:
@@ -61,65 +78,6 @@ def decode_record(record: bytes, token_dtype: np.dtype) -> list[np.ndarray]:
     return [ids[start:end] for start, end in itertools.pairwise(bounds)]  # np.split is slower
 
 
-def file_sha256(path: str) -> str:
-    """Hex sha256 of a file's bytes (the vocabulary checksum of the manifest)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def read_manifest(directory: str) -> dict:
-    """The manifest of one shard directory, checked for format and version."""
-    path = os.path.join(directory, MANIFEST_NAME)
-    if not os.path.exists(path):
-        raise ValueError(
-            f"{path} not found: tokenized shards need the manifest written by "
-            "`python -m data_prep.tokenize_shards` (config.data.source=tokenized)."
-        )
-    with open(path) as f:
-        manifest = json.load(f)
-    if manifest.get("format") != FORMAT_NAME or manifest.get("format_version") != FORMAT_VERSION:
-        raise ValueError(
-            f"{path}: format {manifest.get('format')!r} version "
-            f"{manifest.get('format_version')!r}, expected {FORMAT_NAME!r} version "
-            f"{FORMAT_VERSION}; prepare the shards again with data_prep.tokenize_shards."
-        )
-    return manifest
-
-
-def check_vocabulary(manifest: dict, manifest_dir: str, vocab_path: str) -> None:
-    """Raises ValueError naming both files unless the shards were made with `vocab_path`."""
-    actual = file_sha256(vocab_path)
-    if manifest["vocab_sha256"] != actual:
-        raise ValueError(
-            f"Vocabulary mismatch: {os.path.join(manifest_dir, MANIFEST_NAME)} was tokenised "
-            f"with {manifest['vocab_path']} (sha256 {manifest['vocab_sha256'][:12]}...) but "
-            f"config.data.vocab_path is {vocab_path} (sha256 {actual[:12]}...); "
-            "tokenise the shards again with this vocabulary or point vocab_path at theirs."
-        )
-
-
-def shard_paths(pattern: str, vocab_path: str) -> tuple[list[str], np.dtype]:
-    """Shards matching `pattern`, with every directory's manifest checked against the vocab.
-
-    Returns:
-      (sorted shard paths, the token dtype their records use).
-    """
-    paths = [path for path in expand_patterns(pattern) if path.endswith(SHARD_SUFFIX)]
-    if not paths:
-        raise ValueError(f"Pattern {pattern!r} matches no {SHARD_SUFFIX} shard.")
-    dtypes = set()
-    for directory in sorted({os.path.dirname(path) for path in paths}):
-        manifest = read_manifest(directory)
-        check_vocabulary(manifest, directory, vocab_path)
-        dtypes.add(manifest["token_dtype"])
-    if len(dtypes) != 1:
-        raise ValueError(f"Shards of {pattern!r} mix token dtypes {sorted(dtypes)}.")
-    return paths, np.dtype(dtypes.pop())
-
-
 class SkippedRecord:
     """A record that does not decode, or holds no token; `sources.documents` counts it."""
 
@@ -133,7 +91,9 @@ class DecodeRecord:
     def __init__(self, token_dtype: np.dtype):
         self._token_dtype = np.dtype(token_dtype)
 
-    def __call__(self, record: bytes) -> list[np.ndarray] | SkippedRecord:
+    def __call__(self, record: bytes | SkippedRecord) -> list[np.ndarray] | SkippedRecord:
+        if isinstance(record, SkippedRecord):  # a record the shard could not give
+            return record
         try:
             num_sentences = int(np.frombuffer(record, _HEADER_DTYPE, count=1)[0])
             lengths = np.frombuffer(record, _HEADER_DTYPE, count=num_sentences, offset=4)
@@ -149,28 +109,100 @@ class DecodeRecord:
         return decode_record(record, self._token_dtype)
 
 
-def _open_shards(paths: list[str], pattern: str, tally: ReadTally | None):
-    """`ArrayRecordDataSource` over the shards that open; the others skipped, counted."""
-    try:
-        return grain.sources.ArrayRecordDataSource(paths)
-    except RuntimeError:  # not an ArrayRecord file, or truncated: find which
-        pass
-    readable = []
-    for path in paths:
+@dataclasses.dataclass(frozen=True)
+class _WholeShard:
+    """A shard and its record count (array_record's FileInstruction: not opened again)."""
+
+    filename: str
+    take: int
+    skip: int = 0
+
+    @property
+    def examples_in_shard(self) -> int:
+        return self.take
+
+
+class ShardRecords:
+    """The records of the readable shards, by index; a record whose chunk fails riegeli's
+    checksum (a corrupt shard) comes out as a `SkippedRecord` naming shard and position."""
+
+    def __init__(self, shards: list[_WholeShard]):
+        self._source = grain.sources.ArrayRecordDataSource(shards)
+        self._paths = [shard.filename for shard in shards]
+        self._ends = list(itertools.accumulate(shard.take for shard in shards))
+
+    def __len__(self) -> int:
+        return self._ends[-1]
+
+    def __getitem__(self, index: int) -> bytes | SkippedRecord:
         try:
-            grain.sources.ArrayRecordDataSource([path])
-        except RuntimeError as error:
-            where = f"{path} is not a readable ArrayRecord shard: {error}"
-            if tally is None:
-                logging.warning("Skipped shard: %s", where)
-            else:
-                tally.skip("corrupt_files", where)
-            continue
-        readable.append(path)
+            return self._source[index]
+        except RuntimeError as error:  # riegeli: "Corrupted Riegeli/records file: ..."
+            shard = bisect.bisect_right(self._ends, index)
+            position = index - (self._ends[shard - 1] if shard else 0)
+            where = f"{self._paths[shard]} record {position}: {' '.join(str(error).split())}"
+            return SkippedRecord("corrupt_records", where)
+
+
+def _check_shard(shard: ListedShard) -> str | None:
+    """None if `shard` opens, or why it cannot be read (its records are lost).
+
+    Raises:
+      ValueError: it opens but holds another record count or size than its manifest
+        lists: a shard of another run, not a damaged one.
+    """
+    try:
+        size = os.path.getsize(shard.path)
+        reader = ArrayRecordReader(shard.path)
+        try:
+            count = reader.num_records()
+        finally:
+            reader.close()  # riegeli reports a file it could not read here
+    except FileNotFoundError:
+        return "listed in its manifest.json but missing"
+    except (RuntimeError, OSError) as error:  # not an ArrayRecord file, or truncated
+        return f"not a readable ArrayRecord shard: {' '.join(str(error).split())}"
+    if count != shard.records or shard.bytes not in (None, size):
+        listed = f"{shard.records} records" + (f", {shard.bytes} bytes" if shard.bytes else "")
+        raise ValueError(
+            f"{shard.path} holds {count} records, {size} bytes, but its manifest.json lists "
+            f"{listed}: not the shard the manifest describes (from another run?); tokenise "
+            "the directory again with `python -m data_prep.tokenize_shards`."
+        )
+    return None
+
+
+def open_shards(shards: list[ListedShard], pattern: str, tally: ReadTally | None) -> ShardRecords:
+    """The records of `shards`; unreadable or missing shards skipped and counted by the
+    records their manifest lists (`tally.files_lost` stops on too large a share).
+
+    Raises:
+      ValueError: a shard that differs from its manifest (`_check_shard`).
+      DataFaultError: no shard readable, or too many records in unreadable ones.
+    """
+    with concurrent.futures.ThreadPoolExecutor(min(_OPEN_THREADS, len(shards))) as pool:
+        problems = list(pool.map(_check_shard, shards))
+    lost = [(shard, problem) for shard, problem in zip(shards, problems, strict=True) if problem]
+    for shard, problem in lost:
+        where = f"{shard.path} ({shard.records:,} records) is {problem}"
+        if tally is None:
+            logging.warning("Skipped shard: %s", where)
+        else:
+            tally.skip("corrupt_files", where)
+    pairs = zip(shards, problems, strict=True)
+    readable = [_WholeShard(shard.path, shard.records) for shard, problem in pairs if not problem]
     if not readable:
-        message = f"none of the {len(paths)} shard(s) of {pattern!r} is a readable ArrayRecord file"
+        message = (
+            f"none of the {len(shards)} shard(s) of {pattern!r} is a readable ArrayRecord file"
+        )
         raise tally.error(message) if tally is not None else ValueError(message)
-    return grain.sources.ArrayRecordDataSource(readable)
+    if lost and tally is not None:
+        tally.files_lost(
+            sum(shard.records for shard, _ in lost),
+            sum(shard.records for shard in shards),
+            f"{len(lost)} of the {len(shards)} shard(s) are unreadable or missing",
+        )
+    return ShardRecords(readable)
 
 
 def document_stream(
@@ -196,19 +228,21 @@ def document_stream(
       process_index, process_count: this host takes documents [process_index::process_count].
       repeat: loop forever (epochs) instead of stopping after one pass.
       tally: the split's `ReadTally` (from `sources.documents`): counts unreadable
-        shards and learns the records per pass. Records that do not decode come out as
-        `SkippedRecord`s for `sources.documents` to count.
+        shards (with their records) and learns the records per pass. Records that do
+        not decode come out as `SkippedRecord`s for `sources.documents` to count.
 
     Raises:
-      ValueError: no shard, a missing manifest, or a vocabulary mismatch.
-      DataFaultError: no shard is a readable ArrayRecord file.
+      ValueError: no shard, a missing or bad manifest, a vocabulary mismatch, or a shard
+        that differs from its manifest.
+      DataFaultError: no shard is a readable ArrayRecord file, or the unreadable ones
+        hold more than `max_skipped_fraction` of the records.
     """
     if split not in ("train", "eval"):
         raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
     shuffle = split == "train"
     pattern = data_config.train_pattern if shuffle else data_config.eval_pattern
-    paths, token_dtype = shard_paths(pattern, data_config.vocab_path)
-    records = grain.MapDataset.source(_open_shards(paths, pattern, tally))
+    shards, token_dtype = listed_shards(pattern, data_config.vocab_path)
+    records = grain.MapDataset.source(open_shards(shards, pattern, tally))
     records = records[process_index::process_count]
     if len(records) == 0:
         raise ValueError(f"No documents for host {process_index} of {process_count} ({pattern}).")

@@ -244,3 +244,68 @@ def test_two_grain_workers_resume_exactly_from_shards(corpus, vocab_path):
         assert_same_batches([next(resumed) for _ in range(4)], expected)
     finally:
         resumed.close()
+
+
+def copy_shards(corpus, directory):
+    shutil.copytree(corpus["tokenized"].rsplit("/", 1)[0], directory)
+    return str(directory / "*.array_record")
+
+
+def eval_documents(pattern, vocab_path):
+    config = make_config("tokenized", pattern, vocab_path)
+    host = dict(seed=0, process_index=0, process_count=1, repeat=False)
+    return list(tokenized_source.document_stream(config.data, "eval", **host))
+
+
+def test_only_the_shards_the_manifest_lists_are_read(corpus, vocab_path, tmp_path, caplog):
+    pattern = copy_shards(corpus, tmp_path / "shards")
+    stale = tmp_path / "shards" / "tokenized-00000-of-00001.array_record"  # an earlier run's
+    shutil.copyfile(tmp_path / "shards" / "c4-train.00000-of-00002.array_record", stale)
+    with caplog.at_level("WARNING"):
+        assert len(eval_documents(pattern, vocab_path)) == 60
+    assert f"Ignoring 1 file(s) of {pattern!r}" in caplog.text and str(stale) in caplog.text
+
+
+def test_a_shard_unlike_its_manifest_entry_is_refused(corpus, vocab_path, tmp_path):
+    pattern = copy_shards(corpus, tmp_path / "shards")
+    first, second = (
+        tmp_path / "shards" / f"c4-train.0000{k}-of-00002.array_record" for k in (0, 1)
+    )
+    shutil.copyfile(second, first)  # 29 records where the manifest lists 31
+    with pytest.raises(ValueError, match="holds 29 records") as error:
+        eval_documents(pattern, vocab_path)
+    assert str(first) in str(error.value) and "manifest.json lists 31 records" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "damage, expected",
+    [
+        (lambda m: "{not json", "is not a JSON manifest"),
+        (lambda m: "[]", "holds a JSON list, not a manifest"),
+        (
+            lambda m: json.dumps({k: v for k, v in m.items() if k != "shards"}),
+            "'shards' is missing",
+        ),
+        (lambda m: json.dumps({**m, "token_dtype": 7}), "'token_dtype' is a int, not a str"),
+        (lambda m: json.dumps({**m, "shards": [{"output": "x"}]}), r"shards\[0\]"),
+    ],
+)
+def test_a_damaged_manifest_names_its_file(corpus, vocab_path, tmp_path, damage, expected):
+    pattern = copy_shards(corpus, tmp_path / "shards")
+    path = tmp_path / "shards" / "manifest.json"
+    path.write_text(damage(json.loads(path.read_text())))
+    with pytest.raises(ValueError, match=expected) as error:
+        eval_documents(pattern, vocab_path)
+    assert str(path) in str(error.value)
+
+
+def test_directories_of_one_pattern_with_other_vocabularies_are_named(corpus, vocab_path, tmp_path):
+    copy_shards(corpus, tmp_path / "a")
+    copy_shards(corpus, tmp_path / "b")
+    path = tmp_path / "b" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest.update(vocab_path="/elsewhere/spm.model", vocab_sha256="0" * 64, token_dtype="<u4")
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="tokenised differently") as error:
+        eval_documents(str(tmp_path / "*" / "*.array_record"), vocab_path)
+    assert str(tmp_path / "a") in str(error.value) and str(tmp_path / "b") in str(error.value)

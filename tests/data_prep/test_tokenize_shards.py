@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import subprocess
+import sys
 
 import grain
 import numpy as np
@@ -111,3 +113,81 @@ def test_fixed_shard_count_keeps_contiguous_input_runs():
     )
     with pytest.raises(ValueError, match="num_shards=6"):
         tokenize_shards.assign_shards(inputs, num_shards=6)
+
+
+def test_a_second_run_replaces_the_directory_or_is_refused(shards, vocab_path, tmp_path):
+    output = tmp_path / "train"
+    tokenize_shards.run(shards[0], str(output), vocab_path, runner="serial")
+    before = sorted(os.listdir(output))
+    with pytest.raises(ValueError, match="is not empty .* pass --overwrite"):
+        tokenize_shards.run(shards[0], str(output), vocab_path, runner="serial", num_shards=2)
+    assert sorted(os.listdir(output)) == before  # the refused run changed nothing
+    manifest, _ = tokenize_shards.run(
+        shards[0], str(output), vocab_path, runner="serial", num_shards=2, overwrite=True
+    )
+    expected = [f"tokenized-0000{k}-of-00002.array_record" for k in range(2)]
+    assert sorted(os.listdir(output)) == ["manifest.json", *expected]  # no shard of run 1
+    assert [shard["output"] for shard in manifest["shards"]] == expected
+    assert os.listdir(tmp_path) == ["train"]  # no staging directory left beside it
+    (output / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="holds files other than .*notes.txt"):
+        tokenize_shards.run(shards[0], str(output), vocab_path, runner="serial", overwrite=True)
+
+
+def run_main(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        tokenize_shards.main(argv)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err.strip()
+
+
+def test_bad_input_or_output_is_one_error_line(shards, vocab_path, tmp_path, capsys):
+    serial = ["--runner=serial", f"--vocab={vocab_path}"]
+    missing = str(tmp_path / "nothing" / "*.json.gz")
+    error = run_main(["--input", missing, "--output", str(tmp_path / "out"), *serial], capsys)
+    assert (
+        error
+        == f"data_prep.tokenize_shards: error: --input: File pattern {missing!r} matches no file."
+    )
+    (tmp_path / "a_file").write_text("x")
+    error = run_main(
+        ["--input", shards[0], "--output", str(tmp_path / "a_file" / "out"), *serial], capsys
+    )
+    assert f"--output {str(tmp_path / 'a_file' / 'out')!r} is under" in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_read_only_output_is_one_error_line(shards, vocab_path, tmp_path, repo_root):
+    from test_cli_errors import can_mount_read_only
+
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    if not can_mount_read_only(read_only):
+        pytest.skip("no read-only mount here (needs unshare -m and mount)")
+    job = f"{sys.executable} -m data_prep.tokenize_shards --input '{shards[0]}'"
+    script = f"mount -t tmpfs -o ro none {read_only} && exec {job} --output {read_only}/train"
+    done = subprocess.run(
+        ["unshare", "-m", "sh", "-c", script],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("data_prep.tokenize_shards: error: --output") and "Read-only" in last
+
+
+def test_swap_without_an_atomic_exchange_still_replaces_whole(tmp_path, monkeypatch):
+    from data_prep import output_directory
+
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "old.array_record").write_text("old")
+    staging = output_directory.stage(str(output), overwrite=True)
+    (tmp_path / os.path.basename(staging) / "new.array_record").write_text("new")
+    monkeypatch.setattr(output_directory, "_exchange", lambda first, second: False)
+    output_directory.swap_in(staging, str(output))
+    assert os.listdir(output) == ["new.array_record"] and os.listdir(tmp_path) == ["out"]
