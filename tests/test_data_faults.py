@@ -94,6 +94,30 @@ def test_jsonl_shards_that_are_not_gzip_stop(tmp_path, tokenizer, vocab_path):
         assert pattern in str(error.value)
 
 
+def test_jsonl_shards_unreadable_from_their_first_line_count_as_a_share_of_the_files(
+    tmp_path, tokenizer, vocab_path
+):
+    texts = [f"Sentence {i} of a good shard. Another one here." for i in range(40)]
+    write_jsonl(tmp_path / "c4-train.0.json.gz", texts)
+    for shard in (1, 2, 3):  # 3 of 4 shards lost whole: once one record against the fraction
+        (tmp_path / f"c4-train.{shard}.json.gz").write_bytes(b"plain bytes, not gzip\n" * 50)
+    pattern = str(tmp_path / "*.json.gz")
+    with pytest.raises(faults.DataFaultError) as error:
+        read_documents(data_config("jsonl", pattern, vocab_path), tokenizer, n=1000)
+    message = str(error.value)
+    assert "3 of the 4 shard(s) of this host (75.0%) are unreadable from their first line" in (
+        message
+    )
+    assert "max_skipped_fraction=0.5" in message and pattern in message
+    lenient = data_config("jsonl", pattern, vocab_path, max_skipped_fraction=0.8)
+    assert len(read_documents(lenient, tokenizer, "eval", n=1000)) == 40
+    (tmp_path / "c4-train.3.json.gz").unlink()  # 2 of 3 lost whole is still too many
+    with pytest.raises(faults.DataFaultError, match="2 of the 3 shard"):
+        read_documents(data_config("jsonl", pattern, vocab_path), tokenizer, n=1000)
+    (tmp_path / "c4-train.2.json.gz").unlink()  # 1 of 2: at the limit, read
+    assert len(read_documents(data_config("jsonl", pattern, vocab_path), tokenizer, n=30)) == 30
+
+
 def test_text_source_with_no_usable_file_or_block_stops(tmp_path, tokenizer, vocab_path):
     write_jsonl(tmp_path / "a.txt", ["not text"])  # gzip bytes under a .txt name
     (tmp_path / "b.txt").write_bytes(b"\0\1\2 binary\n")

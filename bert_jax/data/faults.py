@@ -13,9 +13,10 @@ names the first few skipped records and then only logs count summaries, and rais
 - `MAX_RECORDS_WITHOUT_DOCUMENT` records in a row gave no document, or
 - more than `config.data.max_skipped_fraction` of the records read were skipped, once
   `MIN_RECORDS_FOR_FRACTION` were read (one bad line among the first ten is no error), or
-- whole files skipped when the split is opened hold more than that fraction of its
-  records (pre-tokenised shards: their manifest's counts, `files_lost`); their share
-  also counts with the records skipped later.
+- whole files skipped hold more than that fraction of its records (pre-tokenised
+  shards, when the split is opened: their manifest's counts, `files_lost`; jsonl shards
+  that break off before their first usable line, e.g. not gzip: a file's share of this
+  host's shards, as they are met); their share also counts with the records skipped later.
 
 It also warns (train) or raises (eval) when the first pass holds fewer documents than
 the objective needs (next-sentence prediction draws its random next segment from
@@ -98,9 +99,10 @@ class ReadTally:
         self.min_documents = min_documents
         self.host_files: int | None = None  # jsonl: this host's shards (jsonl_stream sets it)
         self.records_per_pass: int | None = None  # other sources: this host's records
-        # Records of the split in files that could not be opened (files_lost); kept by
-        # reset(): a property of the files, not of one iterator.
+        # Records of the split in files that could not be opened (files_lost, or jsonl
+        # shards skipped whole); kept by reset(): a property of the files, not of one iterator.
         self.lost_share = 0.0
+        self._skipped_files: set[str] = set()
         self._lock = threading.Lock()
         self.reset()
 
@@ -194,8 +196,14 @@ class ReadTally:
             with self._lock:
                 self._barren_files.clear()
 
-    def file_finished(self, path: str, used_lines: int) -> None:
-        """A jsonl shard ended (or broke off) after `used_lines` usable lines."""
+    def file_finished(self, path: str, used_lines: int, broken: bool = False) -> None:
+        """A jsonl shard ended (or, `broken`, broke off) after `used_lines` usable lines.
+
+        A shard that breaks off before its first usable line (not gzip, cut in its first
+        block) is skipped whole: its share of this host's shards counts as lost, and more
+        than `max_skipped_fraction` of them stops the run. A shard cut later keeps the
+        lines read (C4 downloads are often cut short near their end).
+        """
         with self._lock:
             if used_lines == 0:
                 self._barren_files.add(path)
@@ -204,6 +212,16 @@ class ReadTally:
                         f"every one of the {self.host_files} shard(s) of this host ended "
                         "without a usable line"
                     )
+                if broken and self.host_files and path not in self._skipped_files:
+                    self._skipped_files.add(path)
+                    self.lost_share = len(self._skipped_files) / self.host_files
+                    if self.lost_share > self.max_skipped_fraction:
+                        raise self.error(
+                            f"{len(self._skipped_files)} of the {self.host_files} shard(s) of "
+                            f"this host ({self.lost_share:.1%}) are unreadable from their first "
+                            f"line, more than config.data.max_skipped_fraction="
+                            f"{self.max_skipped_fraction} (raise it to accept this data)"
+                        )
             self._first_pass_files.setdefault(path, used_lines)
             first_pass_done = len(self._first_pass_files) == self.host_files
             if first_pass_done and self.split == "train" and not self._first_pass_checked:

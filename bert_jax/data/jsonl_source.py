@@ -132,7 +132,7 @@ class _JsonLinesIterator(grain.DatasetIterator):
                 self.record(*corrupt)
         finally:
             if self._tally is not None:
-                self._tally.file_finished(self._path, self._used_lines)
+                self._tally.file_finished(self._path, self._used_lines, corrupt is not None)
             elif self.skip_counts.total():
                 logging.info("Finished %s, skipped %s", self._path, self.skip_counts)
 
