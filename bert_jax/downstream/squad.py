@@ -80,9 +80,10 @@ def parse_squad(data: dict, source: str = "<json>") -> list[SquadExample]:
                         misplaced.append(f"{where}: answer {text!r} not at {start} ({found})")
                 examples.append(example)
     if len(misplaced) > MAX_MISPLACED_FRACTION * num_answers:  # training on wrong spans
+        first = misplaced[0].removeprefix(f"{source}: ")
         raise ValueError(
-            f"{len(misplaced)} of {num_answers} answers are not at their answer_start in the "
-            f"context: the offsets do not fit these contexts; first: {misplaced[0]}"
+            f"{source}: {len(misplaced)} of {num_answers} answers are not at their "
+            f"answer_start in the context: the offsets do not fit these contexts; first: {first}"
         )
     for line in misplaced:
         log.warning("%s", line)
