@@ -28,7 +28,7 @@ import time
 import ml_collections
 
 from bert_jax import report, train
-from bert_jax.compare import cells, suite
+from bert_jax.compare import cells, results, suite
 
 RESULT = "result.json"
 
@@ -64,8 +64,6 @@ def _pretrain(config: ml_collections.ConfigDict, directory: str) -> dict:
     timing_path = os.path.join(directory, "timing.json")
     spent = 0.0
     if os.path.exists(timing_path):
-        from bert_jax.compare import results
-
         timing = results.load(timing_path)
         spent = timing.get("wall_s") if isinstance(timing, dict) else None
         if not isinstance(spent, (int, float)):
@@ -100,8 +98,6 @@ def check_same_budget(workdir: str, flat: dict) -> None:
     Raises:
       ValueError: naming DIR/sweep.json and each field whose value differs.
     """
-    from bert_jax.compare import results
-
     path = os.path.join(workdir, "sweep.json")
     if not os.path.exists(path):
         return
@@ -134,8 +130,6 @@ def run_cell(sweep: ml_collections.ConfigDict, workdir: str, name: str, seed: in
     directory = cell_dir(workdir, name, seed)
     path = os.path.join(directory, RESULT)
     if os.path.exists(path):
-        from bert_jax.compare import results
-
         logging.info("%s seed %d: done (%s), not redone", name, seed, path)
         try:
             return results.validate(results.load(path), path)
@@ -190,8 +184,6 @@ def import_runs(results_path: str, workdir: str) -> int:
         entry, ``cells.NAME.runs[i]``, that is not a valid run), or ``workdir``'s
         sweep.json if the configs differ.
     """
-    from bert_jax.compare import results
-
     summary = results.load(results_path)
     if not isinstance(summary, dict) or not all(
         isinstance(summary.get(key), dict) for key in ("cells", "config")
@@ -245,7 +237,5 @@ def run(sweep: ml_collections.ConfigDict, workdir: str, only_cell: str | None = 
             done += 1
             logging.info("sweep: %d of %d (cell, seed) runs done", done, total)
     if only_cell is None:
-        from bert_jax.compare import results
-
         paths = results.write(workdir)
         logging.info("sweep report: %s", ", ".join(paths))
