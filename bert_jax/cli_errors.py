@@ -8,6 +8,8 @@ Exit codes:
       or ``--config.x.y`` override that does not parse, a misspelt config field, a
       ``--config`` file that does not exist or whose ``FILE:ARGS`` it rejects)
   75  stopped by SIGTERM / Ctrl-C with the checkpoint durable (bert_jax/preemption.py)
+  130 Ctrl-C (SIGINT) outside training, or a forced stop of training: one ``bert-jax:``
+      line (`report_interrupt`); evaluate and export leave no partial file
 
 An exception that is not one of these (a bug, or an OS error about a path the user did
 not give) keeps its traceback. ``--verbose`` or ``BERT_JAX_VERBOSE=1`` prints the full
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import sys
 import tempfile
 import traceback
@@ -26,6 +29,7 @@ from absl import flags
 
 EXIT_USER_ERROR = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # the shell's code for a Ctrl-C, as preemption.py
 VERBOSE_ENV = "BERT_JAX_VERBOSE"
 USAGE = "usage: bert-jax {pretrain|evaluate|report|export|finetune} --config FILE --workdir DIR"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -204,3 +208,19 @@ def os_error_message(error: OSError, field: str) -> str:
     path = error.filename if error.filename is not None else error.filename2
     reason = error.strerror or _one_line(error)
     return f"{reason}: {os.fsdecode(path)!r} ({field})"
+
+
+def report_interrupt(error: KeyboardInterrupt, command: str, verbose: bool) -> None:
+    """Ctrl-C outside the train loop (which has its own, bert_jax/preemption.py): one line.
+
+    Python raises KeyboardInterrupt in the main thread; what the command was writing is
+    left whole or absent by the command itself (export: `convert.new_directory`).
+    """
+    if verbose:
+        traceback.print_exception(error)
+    print(
+        f"bert-jax: SIGINT (Ctrl-C): {command} stopped before it finished; rerun the same command",
+        file=sys.stderr,
+        flush=True,
+    )
+    sys.exit(EXIT_INTERRUPTED)

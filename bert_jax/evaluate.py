@@ -79,8 +79,10 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
             results.update(train.evaluate(eval_step, params, batches, data_sharding, task))
     logging.info("evaluation of %s at step %d: %s", workdir, step, results)
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, "evaluate.json"), "w") as f:
+        path = os.path.join(workdir, "evaluate.json")
+        with open(f"{path}.partial", "w") as f:  # renamed when whole: Ctrl-C leaves no half
             json.dump(results, f, indent=2)
+        os.replace(f"{path}.partial", path)
         for key, value in results.items():
             print(
                 f"{key:<40}{value:>10.4f}" if isinstance(value, float) else f"{key:<40}{value:>10}"

@@ -10,7 +10,7 @@ Commands:
              ``bert-jax compare --report DIR`` collects a sweep's results
 
 A bad input ends in one ``bert-jax: error: ...`` line; exit codes and ``--verbose`` are
-described in bert_jax/cli_errors.py (1: user error, 2: usage error, 75: preempted).
+described in bert_jax/cli_errors.py (1: user error, 2: usage error, 75: preempted, 130: Ctrl-C).
 """
 
 from __future__ import annotations
@@ -155,6 +155,9 @@ def run() -> None:
         app.run(main, flags_parser=cli_errors.parse_flags_or_raise)
     except cli_errors.UsageError as error:
         cli_errors.report(error, cli_errors.EXIT_USAGE, str(error), verbose)
+    except KeyboardInterrupt as error:  # Ctrl-C in evaluate, export ...: exit 130
+        command = next((arg for arg in sys.argv[1:] if arg in COMMANDS), "bert-jax")
+        cli_errors.report_interrupt(error, command, verbose)
     except (
         cli_errors.UserError,
         ValueError,

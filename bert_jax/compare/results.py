@@ -47,27 +47,42 @@ def stats(values: list[float]) -> dict[str, float]:
     return {"mean": mean, "std": std, "n": n}
 
 
-def _read(path: str) -> dict:
-    """One result.json, checked enough that a report never fails later on a bad file."""
+def load(path: str):
+    """The JSON value of a result.json (or results.json, sweep.json); ValueError naming it."""
     try:
-        with open(path) as f:
-            result = json.load(f)
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: not a readable JSON result ({error})") from None
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not a readable JSON file ({error})") from None
+
+
+def validate(result, where: str) -> dict:
+    """A result's fields checked enough that a report never fails later on it.
+
+    Args:
+      result: a result.json's value, or one run of a results.json's ``cells.*.runs``.
+      where: names it in the error (its path, or the results.json entry).
+    """
     if not isinstance(result, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(result).__name__}")
+        raise ValueError(f"{where}: expected a JSON object, got {type(result).__name__}")
     for key, kind in REQUIRED.items():
-        if not isinstance(result.get(key), kind):
-            raise ValueError(f"{path}: field {key!r} missing or not a {kind.__name__}")
+        if not isinstance(result.get(key), kind) or isinstance(result.get(key), bool):
+            raise ValueError(f"{where}: field {key!r} missing or not a {kind.__name__}")
+    for name, value in result["scores"].items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ValueError(f"{where}: scores.{name} is not a number: {value!r}")
+    pretrain = result.get("pretrain")
+    if pretrain is not None and not isinstance(pretrain, dict):
+        raise ValueError(f"{where}: field 'pretrain' is neither null nor an object")
+    return result
+
+
+def _read(path: str) -> dict:
+    """One result.json, validated, in the folder of its cell and seed."""
+    result = validate(load(path), path)
     cell, seed = path.split(os.sep)[-3:-1]
     if result["cell"] != cell or f"seed{result['seed']}" != seed:
         raise ValueError(f"{path}: says cell {result['cell']!r} seed {result['seed']}")
-    for name, value in result["scores"].items():
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise ValueError(f"{path}: scores.{name} is not a number: {value!r}")
-    pretrain = result.get("pretrain")
-    if pretrain is not None and not isinstance(pretrain, dict):
-        raise ValueError(f"{path}: field 'pretrain' is neither null nor an object")
     return result
 
 
@@ -205,13 +220,9 @@ def collect(workdir: str) -> dict:
         result = _read(path)
         by_cell.setdefault(result["cell"], []).append(result)
     sweep_path = os.path.join(workdir, "sweep.json")
-    sweep = {}
-    if os.path.exists(sweep_path):
-        try:
-            with open(sweep_path) as f:
-                sweep = json.load(f)
-        except (OSError, json.JSONDecodeError) as error:
-            raise ValueError(f"{sweep_path}: not readable JSON ({error})") from None
+    sweep = load(sweep_path) if os.path.exists(sweep_path) else {}
+    if not isinstance(sweep, dict):
+        raise ValueError(f"{sweep_path}: expected a JSON object, got {type(sweep).__name__}")
     config = sweep.get("config") or {}
     primary = config.get("suite.primary") or DEFAULT_PRIMARY
     order = [name for name in cells.CELLS if name in by_cell] + sorted(

@@ -28,7 +28,7 @@ import time
 import ml_collections
 
 from bert_jax import report, train
-from bert_jax.compare import cells, suite
+from bert_jax.compare import cells, results, suite
 
 RESULT = "result.json"
 
@@ -64,8 +64,10 @@ def _pretrain(config: ml_collections.ConfigDict, directory: str) -> dict:
     timing_path = os.path.join(directory, "timing.json")
     spent = 0.0
     if os.path.exists(timing_path):
-        with open(timing_path) as f:
-            spent = json.load(f)["wall_s"]
+        timing = results.load(timing_path)
+        spent = timing.get("wall_s") if isinstance(timing, dict) else None
+        if not isinstance(spent, (int, float)):
+            raise ValueError(f"{timing_path}: no number 'wall_s'; delete it to count from 0")
     start = time.monotonic()
     try:
         out = train.train_and_evaluate(config, directory)
@@ -99,8 +101,10 @@ def check_same_budget(workdir: str, flat: dict) -> None:
     path = os.path.join(workdir, "sweep.json")
     if not os.path.exists(path):
         return
-    with open(path) as f:
-        before = json.load(f)["config"]
+    before = results.load(path)
+    before = before.get("config") if isinstance(before, dict) else None
+    if not isinstance(before, dict):
+        raise ValueError(f"{path}: no 'config' object; not a sweep's sweep.json")
     keys = sorted(
         k for k in (set(before) | set(flat)) - set(_FREE_FIELDS) if not k.startswith(_FREE_PREFIXES)
     )
@@ -127,8 +131,10 @@ def run_cell(sweep: ml_collections.ConfigDict, workdir: str, name: str, seed: in
     path = os.path.join(directory, RESULT)
     if os.path.exists(path):
         logging.info("%s seed %d: done (%s), not redone", name, seed, path)
-        with open(path) as f:
-            return json.load(f)
+        try:
+            return results.validate(results.load(path), path)
+        except ValueError as error:
+            raise ValueError(f"{error}; delete it to run {name} seed {seed} again") from None
     os.makedirs(directory, exist_ok=True)
     cell = cells.CELLS[name]
     config = cells.cell_config(sweep, cell, seed)
@@ -168,17 +174,17 @@ def import_runs(results_path: str, workdir: str) -> int:
     result.json in ``workdir`` keeps it. The budget check applies: the results' config
     must match ``workdir``'s sweep.json, and becomes it when there is none.
 
+    Every run is checked (`results.validate`) before anything is written: one bad entry
+    writes nothing, so it cannot poison later reruns.
+
     Returns:
       the number of runs written.
     Raises:
-      ValueError: naming ``results_path`` if it is not a sweep's results.json, or
-        ``workdir``'s sweep.json if the configs differ.
+      ValueError: naming ``results_path`` if it is not a sweep's results.json (and the
+        entry, ``cells.NAME.runs[i]``, that is not a valid run), or ``workdir``'s
+        sweep.json if the configs differ.
     """
-    try:
-        with open(results_path) as f:
-            summary = json.load(f)
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"{results_path}: not a readable results.json ({error})") from None
+    summary = results.load(results_path)
     if not isinstance(summary, dict) or not all(
         isinstance(summary.get(key), dict) for key in ("cells", "config")
     ):
@@ -186,11 +192,13 @@ def import_runs(results_path: str, workdir: str) -> int:
     check_same_budget(workdir, summary["config"])
     runs = []
     for name, cell in summary["cells"].items():
-        for run in cell.get("runs", []) if isinstance(cell, dict) else []:
-            if not (
-                isinstance(run, dict) and run.get("cell") == name and type(run.get("seed")) is int
-            ):
-                raise ValueError(f"{results_path}: cells.{name} holds a run that is not {name}'s")
+        if not isinstance(cell, dict) or not isinstance(cell.get("runs", []), list):
+            raise ValueError(f"{results_path}: cells.{name} has no 'runs' list")
+        for i, run in enumerate(cell.get("runs", [])):
+            where = f"{results_path}: cells.{name}.runs[{i}]"
+            results.validate(run, where)
+            if run["cell"] != name:
+                raise ValueError(f"{where}: says cell {run['cell']!r}, not {name!r}")
             runs.append(run)
     os.makedirs(workdir, exist_ok=True)
     sweep_path = os.path.join(workdir, "sweep.json")
@@ -229,7 +237,5 @@ def run(sweep: ml_collections.ConfigDict, workdir: str, only_cell: str | None = 
             done += 1
             logging.info("sweep: %d of %d (cell, seed) runs done", done, total)
     if only_cell is None:
-        from bert_jax.compare import results
-
         paths = results.write(workdir)
         logging.info("sweep report: %s", ", ".join(paths))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import math
 import os
 
 
@@ -44,6 +45,7 @@ class GlueTask:
       eval_files: evaluation split name -> TSV file name.
       tfds_text_a, tfds_text_b: feature names in TFDS ``glue/<task>``.
       metrics: the official metrics, the first one is the headline.
+      score_range: the closed range of a regression score (STS-B: 0 to 5); None for classes.
     """
 
     name: str
@@ -57,6 +59,7 @@ class GlueTask:
     tfds_text_b: str | None
     metrics: tuple[str, ...]
     eval_files: tuple[tuple[str, str], ...] = (("validation", "dev.tsv"),)
+    score_range: tuple[float, float] | None = None
 
     @property
     def num_labels(self) -> int:
@@ -96,7 +99,17 @@ TASKS: dict[str, GlueTask] = {
         ),
         # STS-B rows: index genre filename year old_index source1 source2 s1 s2 score.
         GlueTask(
-            "stsb", "STS-B", None, 7, 8, -1, True, "sentence1", "sentence2", ("pearson", "spearman")
+            "stsb",
+            "STS-B",
+            None,
+            7,
+            8,
+            -1,
+            True,
+            "sentence1",
+            "sentence2",
+            ("pearson", "spearman"),
+            score_range=(0.0, 5.0),
         ),
         # MNLI rows: index promptID pairID genre 4 parses, sentence1, sentence2, labels, gold.
         GlueTask(
@@ -152,7 +165,7 @@ def read_tsv(data_dir: str, task: GlueTask | str, split: str) -> list[LabelledEx
     Raises:
       FileNotFoundError: the TSV file is missing.
       ValueError: naming ``file:line`` for a row with too few columns, an unknown
-        label or a score that is not a number.
+        label or a score that is not a number in the task's ``score_range``.
     """
     task = task_spec(task) if isinstance(task, str) else task
     path = os.path.join(_task_directory(data_dir, task), task.tsv_file(split))
@@ -181,10 +194,7 @@ def read_tsv(data_dir: str, task: GlueTask | str, split: str) -> list[LabelledEx
                 )
             raw_label = row[task.label_column].strip()
             if task.is_regression:
-                try:
-                    label: int | float = float(raw_label)
-                except ValueError:
-                    raise ValueError(f"{where}: score {raw_label!r} is not a number") from None
+                label: int | float = regression_score(task, raw_label, where)
             elif raw_label in label_ids:
                 label = label_ids[raw_label]
             else:
@@ -195,6 +205,18 @@ def read_tsv(data_dir: str, task: GlueTask | str, split: str) -> list[LabelledEx
     if not examples:
         raise ValueError(f"{path}: no examples")
     return examples
+
+
+def regression_score(task: GlueTask, raw, where: str) -> float:
+    """``raw`` as a float in ``task.score_range``; ValueError naming ``where`` otherwise."""
+    try:
+        score = float(raw)
+    except ValueError:
+        raise ValueError(f"{where}: score {raw!r} is not a number") from None
+    low, high = task.score_range or (-math.inf, math.inf)
+    if not low <= score <= high:  # NaN too: a scale error would train on wrong targets
+        raise ValueError(f"{where}: score {raw!r} outside GLUE {task.name}'s {low:g}..{high:g}")
+    return score
 
 
 def _text(value) -> str:
@@ -236,7 +258,9 @@ def read_tfds(
                 f"{task.name}-{split}-{index}",
                 _text(record[task.tfds_text_a]),
                 text_b,
-                float(label) if task.is_regression else int(label),
+                regression_score(task, label, f"TFDS {name} {split}[{index}]")
+                if task.is_regression
+                else int(label),
             )
         )
     return examples

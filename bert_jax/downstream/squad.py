@@ -40,38 +40,63 @@ class SquadExample:
         return not self.answers
 
 
+MAX_MISPLACED_FRACTION = 0.5  # more answers off their answer_start: offsets of other contexts
+
+
+def _field(node, key: str, kind: type, where: str):
+    if not isinstance(node, dict) or not isinstance(node.get(key), kind):
+        raise ValueError(f"{where}: no {key!r} field (a JSON {kind.__name__})")
+    return node[key]
+
+
 def parse_squad(data: dict, source: str = "<json>") -> list[SquadExample]:
     """Examples of a SQuAD JSON document (``{"data": [{"paragraphs": [...]}]}``).
 
     Raises:
-      ValueError: naming the source and question id of a malformed entry.
+      ValueError: naming the source and the field (``data[0].paragraphs[2]``) or question
+        id of a malformed entry; or when more than `MAX_MISPLACED_FRACTION` of the answers
+        are not at their ``answer_start`` (fewer are logged).
     """
-    if "data" not in data:
-        raise ValueError(f"{source}: not SQuAD JSON (no 'data' field)")
-    examples = []
-    for article in data["data"]:
-        for paragraph in article["paragraphs"]:
-            context = paragraph["context"]
-            for qa in paragraph["qas"]:
-                where = f"{source}: question {qa.get('id')!r}"
+    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+        raise ValueError(f"{source}: not SQuAD JSON (no 'data' list)")
+    examples, misplaced, num_answers = [], [], 0
+    for a, article in enumerate(data["data"]):
+        for p, paragraph in enumerate(_field(article, "paragraphs", list, f"{source}: data[{a}]")):
+            in_paragraph = f"{source}: data[{a}].paragraphs[{p}]"
+            context = _field(paragraph, "context", str, in_paragraph)
+            for qa in _field(paragraph, "qas", list, in_paragraph):
+                where = f"{source}: question {qa.get('id') if isinstance(qa, dict) else qa!r}"
                 try:
                     gold = [] if qa.get("is_impossible") else qa["answers"]
                     answers = tuple(a["text"] for a in gold)
                     starts = tuple(int(a["answer_start"]) for a in gold)
                     example = SquadExample(qa["id"], qa["question"], context, answers, starts)
-                except (KeyError, TypeError, ValueError) as error:
+                except (KeyError, TypeError, ValueError, AttributeError) as error:
                     raise ValueError(f"{where}: malformed ({error!r})") from None
                 for text, start in zip(answers, starts, strict=True):
-                    if context[start : start + len(text)] != text:
-                        log.warning("%s: answer %r is not at offset %d", where, text, start)
+                    num_answers += 1
+                    if context[start : start + len(text)] != text:  # find: -1 if absent
+                        found = f"first at {context.find(text)}"
+                        misplaced.append(f"{where}: answer {text!r} not at {start} ({found})")
                 examples.append(example)
+    if len(misplaced) > MAX_MISPLACED_FRACTION * num_answers:  # training on wrong spans
+        first = misplaced[0].removeprefix(f"{source}: ")
+        raise ValueError(
+            f"{source}: {len(misplaced)} of {num_answers} answers are not at their "
+            f"answer_start in the context: the offsets do not fit these contexts; first: {first}"
+        )
+    for line in misplaced:
+        log.warning("%s", line)
     return examples
 
 
 def read_squad(path: str) -> list[SquadExample]:
     """Examples of a SQuAD JSON file (train-v1.1.json, dev-v2.0.json ...)."""
-    with open(path, encoding="utf-8") as f:
-        return parse_squad(json.load(f), path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return parse_squad(json.load(f), path)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:  # parse_squad raises neither
+        raise ValueError(f"{path}: not a SQuAD JSON file ({error})") from None
 
 
 @dataclasses.dataclass

@@ -141,6 +141,11 @@ def config_from_hf(hf_config_dict: dict, kind: str | None = None) -> BertConfig:
     ):
         if fields.get(field, supported) != supported:
             raise ValueError(f"HF config {field}={fields[field]!r} is unsupported ({supported!r})")
+    required = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                "intermediate_size")  # fmt: skip
+    missing = [field for field in required if field not in fields]
+    if missing:
+        raise ValueError(f"HF {kind} config lacks field(s) {missing}")
     mapped = dict(
         vocab_size=fields["vocab_size"],
         hidden_size=fields["hidden_size"],

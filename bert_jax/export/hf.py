@@ -65,16 +65,20 @@ def export_checkpoint(config: ml_collections.ConfigDict, workdir: str, out_dir: 
     Args:
       config: the run config the checkpoint was trained with (configs/*.py).
       workdir: the pretraining workdir (its ``checkpoints/`` are read).
-      out_dir: created if needed; existing files of the same names are replaced.
+      out_dir: must not exist, or be an empty directory: the export is written beside it
+        and renamed into place when whole (`convert.new_directory`), so an interrupted
+        or failed export leaves nothing there.
 
     Returns:
       ``out_dir``.
 
     Raises:
       FileNotFoundError: ``workdir`` has no checkpoint.
-      ValueError: the checkpoint was written for another model (see Checkpointer).
+      ValueError: the checkpoint was written for another model (see Checkpointer), or
+        ``out_dir`` holds files.
     """
     kind = _kind(config.model.name, "config.model.name")
+    convert.check_new_directory(out_dir)  # before minutes of restoring
     if not os.path.isdir(os.path.join(workdir, "checkpoints")):
         raise FileNotFoundError(
             f"no checkpoint in workdir {workdir!r}: run `bert-jax pretrain` with --workdir first"
@@ -99,23 +103,27 @@ def export_params(
     tokenizer: Tokenizer,
     out_dir: str,
 ) -> None:
-    """Writes config.json, model.safetensors and the tokenizer files of ``params``."""
+    """Writes config.json, model.safetensors and the tokenizer files of ``params``.
+
+    The directory appears whole or not at all (`convert.new_directory`).
+    """
     _kind(kind, "kind")
-    if kind == "t5":
-        t5_weights.save_hf(params, model_config, out_dir)
-    else:
-        # ALBERT's convention: [CLS] begins and [SEP] ends a sequence.
-        bert_weights.save_hf(
-            params,
-            model_config,
-            kind,
-            out_dir,
-            pad_token_id=tokenizer.pad_id,
-            bos_token_id=tokenizer.cls_id,
-            eos_token_id=tokenizer.sep_id,
-        )
-    max_length = None if kind == "t5" else model_config.max_position_embeddings
-    save_tokenizer(tokenizer, kind, out_dir, model_max_length=max_length)
+    with convert.new_directory(out_dir) as partial:
+        if kind == "t5":
+            t5_weights.save_hf(params, model_config, partial)
+        else:
+            # ALBERT's convention: [CLS] begins and [SEP] ends a sequence.
+            bert_weights.save_hf(
+                params,
+                model_config,
+                kind,
+                partial,
+                pad_token_id=tokenizer.pad_id,
+                bos_token_id=tokenizer.cls_id,
+                eos_token_id=tokenizer.sep_id,
+            )
+        max_length = None if kind == "t5" else model_config.max_position_embeddings
+        save_tokenizer(tokenizer, kind, partial, model_max_length=max_length)
 
 
 def spm_backend(model_path: str):
@@ -185,8 +193,13 @@ def read_hf_config(hf_dir: str) -> tuple[str, dict]:
     config_path = os.path.join(hf_dir, "config.json")
     if not os.path.exists(config_path):
         raise FileNotFoundError(f"{config_path} not found: not a Hugging Face model directory")
-    with open(config_path) as f:
-        fields = json.load(f)
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            fields = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{config_path}: not JSON ({error})") from None
+    if not isinstance(fields, dict):
+        raise ValueError(f"{config_path}: expected a JSON object, got {type(fields).__name__}")
     return _kind(fields.get("model_type"), f"{config_path} model_type"), fields
 
 
@@ -220,7 +233,7 @@ def import_hf(hf_dir: str, config: ml_collections.ConfigDict | BertConfig | T5Co
         expected = objectives.get_task(config).model_config
     else:
         expected = config
-    loaded = _config_from_hf(kind, hf_fields)
+    loaded = _config_from_hf(kind, hf_fields, hf_dir)
     # Check the architecture before reading (possibly gigabytes of) weights.
     check_fits(loaded, expected, origin=hf_dir)
     state_dict = convert.read_state_dict(hf_dir)
@@ -242,14 +255,18 @@ def load_hf(hf_dir: str, kinds: tuple[str, ...] = KINDS) -> tuple[BertConfig | T
     kind, hf_fields = read_hf_config(hf_dir)
     if kind not in kinds:
         raise ValueError(f"{hf_dir}/config.json: model_type {kind!r}, this needs one of {kinds}")
-    config = _config_from_hf(kind, hf_fields)
+    config = _config_from_hf(kind, hf_fields, hf_dir)
     return config, import_hf(hf_dir, config)
 
 
-def _config_from_hf(kind: str, hf_fields: dict) -> BertConfig | T5Config:
-    if kind == "t5":
-        return t5_weights.config_from_hf(hf_fields)
-    return bert_weights.config_from_hf(hf_fields, kind)
+def _config_from_hf(kind: str, hf_fields: dict, hf_dir: str) -> BertConfig | T5Config:
+    """The model config of ``hf_dir/config.json``; ValueError naming the file and field."""
+    try:
+        if kind == "t5":
+            return t5_weights.config_from_hf(hf_fields)
+        return bert_weights.config_from_hf(hf_fields, kind)
+    except (ValueError, TypeError) as error:  # a field missing, or of the wrong type
+        raise ValueError(f"{os.path.join(hf_dir, 'config.json')}: {error}") from None
 
 
 def check_fits(

@@ -244,3 +244,36 @@ def test_a_results_json_restores_a_lost_workdir_and_refuses_another_budget(sweep
     (tmp_path / "bad.json").write_text(json.dumps({"cells": []}))
     with pytest.raises(ValueError, match=r"bad\.json: not a sweep's results\.json"):
         sweep.import_runs(str(tmp_path / "bad.json"), str(tmp_path / "x"))
+
+
+def test_a_truncated_result_json_names_its_file_when_the_sweep_reruns(sweep_dir):
+    from bert_jax.compare import sweep
+
+    path = sweep_dir / "cells" / "t5_iid_25" / "seed1" / "result.json"
+    path.write_text("")  # a disk that filled up, a copy cut short
+    # Before: "Expecting value: line 1 column 1 (char 0)", naming no file.
+    with pytest.raises(ValueError, match=rf"{path}: not a readable JSON .*line 1 column 1"):
+        sweep.run_cell(None, str(sweep_dir), "t5_iid_25", 1)  # found done: not rerun
+    path.write_text(json.dumps({"cell": "t5_iid_25", "seed": 1}))
+    with pytest.raises(ValueError, match=rf"{path}: field 'scores' missing.*delete it to run"):
+        sweep.run_cell(None, str(sweep_dir), "t5_iid_25", 1)
+
+
+def test_import_results_checks_every_run_before_writing_any(sweep_dir, tmp_path):
+    from bert_jax.compare import sweep
+
+    results.write(str(sweep_dir))
+    summary = json.loads((sweep_dir / "results.json").read_text())
+    last = list(summary["cells"])[-1]
+    summary["cells"][last]["runs"][1]["scores"]["rt_probe_500"] = "high"
+    source = tmp_path / "results.json"
+    source.write_text(json.dumps(summary))
+    restored = tmp_path / "restored"
+    # Before: every run written, the bad one too, and each later rerun or report failed
+    # on that result.json.
+    with pytest.raises(
+        ValueError,
+        match=rf"{source}: cells\.{last}\.runs\[1\]: scores\.rt_probe_500 is not a number",
+    ):
+        sweep.import_runs(str(source), str(restored))
+    assert not restored.exists()

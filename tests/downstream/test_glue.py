@@ -190,6 +190,19 @@ def test_malformed_rows_name_file_and_line(tmp_path):
         glue.read_tsv(str(tmp_path), "rte", "test")
 
 
+@pytest.mark.parametrize("score", ["42", "-0.5", "nan"])
+def test_an_stsb_score_outside_0_to_5_names_file_and_line(tmp_path, score):
+    folder = _write_task(tmp_path, "stsb")
+    train = (folder / "train.tsv").read_text().splitlines()
+    # The real first row with its score (column 10) replaced: before, read as is and
+    # trained on as a regression target 8x past the scale.
+    row = train[1].split("\t")
+    path = folder / "train.tsv"
+    path.write_text("\n".join([*train, "\t".join([*row[:-1], score])]) + "\n")
+    with pytest.raises(ValueError, match=rf"{path}:{len(train) + 1}: score '{score}' outside"):
+        glue.read_tsv(str(tmp_path), "stsb", "train")
+
+
 def test_tfds_reader_on_a_prepared_array_record_dataset(tmp_path):
     tfds = pytest.importorskip("tensorflow_datasets")
     from etils import epath

