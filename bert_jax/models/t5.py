@@ -197,32 +197,28 @@ class T5ForConditionalGeneration(nnx.Module):
             encoder_input_tokens = jnp.where(encoder_segment_ids > 0, encoder_input_tokens, 0)
         encoded = self.encode(encoder_input_tokens)
         batch = encoder_input_tokens.shape[0]
-        # The loop body is a trace of its own, and the scanned decoder's nnx.scan refuses
-        # a module closed over from outside it: the model travels in the carry instead
-        # (nnx.while_loop), so the body sees its own view of the same weights.
 
         def keep_going(carry):
-            _, step, _, done = carry
+            step, _, done = carry
             return (step < max_length) & ~jnp.all(done)
 
         def generate_one(carry):
-            model, step, outputs, done = carry
+            step, outputs, done = carry
             # Teacher-forced input is the output shifted right behind the start token 0;
             # causal masking makes the unfilled (zero) future slots irrelevant.
             decoder_inputs = jnp.pad(outputs[:, :-1], ((0, 0), (1, 0)))
-            logits = model.decode(encoded, encoder_input_tokens, decoder_inputs)
+            logits = self.decode(encoded, encoder_input_tokens, decoder_inputs)
             step_logits = jax.lax.dynamic_index_in_dim(logits, step, axis=1, keepdims=False)
             token = jnp.where(done, 0, jnp.argmax(step_logits, axis=-1).astype(jnp.int32))
             outputs = jax.lax.dynamic_update_index_in_dim(outputs, token, step, axis=1)
-            return model, step + 1, outputs, done | (token == eos_id)
+            return step + 1, outputs, done | (token == eos_id)
 
         init = (
-            self,
             jnp.int32(0),
             jnp.zeros((batch, max_length), jnp.int32),
             jnp.zeros((batch,), bool),
         )
-        _, _, outputs, _ = nnx.while_loop(keep_going, generate_one, init)
+        _, outputs, _ = jax.lax.while_loop(keep_going, generate_one, init)
         return outputs
 
 
