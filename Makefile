@@ -16,7 +16,7 @@ WORKDIR ?= workdirs/bert_tiny
 PYTEST_ARGS ?=
 FINETUNE_WORKDIR ?= workdirs/rt_bert_tiny
 
-.PHONY: venv corpus vocab tokenized pretrain report finetune test lint format clean
+.PHONY: venv corpus vocab tokenized pretrain report finetune test fuzz lint format clean
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -64,6 +64,11 @@ format: $(VENV)/.installed
 
 test: $(VENV)/.installed $(VOCAB) lint
 	$(VENV)/bin/pytest -q -n 2 --durations=15 $(PYTEST_ARGS)
+
+# Property tests with fresh random examples, 20 times as many (tests/conftest.py); `make
+# test` draws the same examples every run. A failure is kept in .hypothesis/ and replayed.
+fuzz: $(VENV)/.installed $(VOCAB)
+	HYPOTHESIS_PROFILE=fuzz $(VENV)/bin/pytest -q -n 2 tests/properties $(PYTEST_ARGS)
 
 clean:
 	rm -rf workdirs

@@ -3,7 +3,8 @@
 For the BERT family this is the ALBERT paper's intrinsic cross-evaluation
 (Lan et al., Table 5): the one sentence-pair head of the checkpoint is scored
 on next-sentence pairs (random next segment from another document) *and* on
-sentence-order pairs (two consecutive segments, in both orders), beside the
+sentence-order pairs (two consecutive segments, in both orders; a checkpoint trained
+with masked LM only has an untrained head, scored as Table 5's "None" row), beside the
 masked-LM figures on each: all selected positions, each input kind (``[MASK]``,
 random token, kept; see objectives/bert_eval.py) and the training-unigram
 baselines of the ``[MASK]`` targets. T5 checkpoints report target loss and accuracy.
@@ -31,20 +32,26 @@ def _variant(config: ml_collections.ConfigDict, pair_task: str) -> ml_collection
     return variant
 
 
-def pair_cross_evaluation(config, eval_step, params, data_sharding, num_batches: int):
+def pair_cross_evaluation(config, graphdef, params, data_sharding, num_batches: int):
     """``{pair task: (metrics, batches)}``: the one pair head on NSP- and SOP-style pairs.
+
+    The head is scored whatever the checkpoint trained it on, also with
+    ``sentence_pair_task=none`` (masked LM only: an untrained head, ALBERT Table 5's
+    "None" row), so the step is built from the pair variants' task, never ``config``'s.
 
     Args:
       config: a BERT-family run config; its ``seed`` fixes which held-out pairs are drawn.
-      eval_step: ``jax.jit(train.make_eval_step(task, graphdef))`` of the checkpoint's model.
+      graphdef: the checkpoint's model graph (``state.restore_params``).
       params: the checkpoint's parameters.
       data_sharding: the batch sharding on the mesh the parameters live on.
       num_batches: held-out batches of ``config.train.batch_size`` pairs per task.
     """
-    out = {}
+    out, eval_step = {}, None
     for pair_task in PAIR_TASKS:
         variant = _variant(config, pair_task)
         variant_task = objectives.get_task(variant)
+        if eval_step is None:  # both variants have a pair task: one step serves both
+            eval_step = jax.jit(train.make_eval_step(variant_task, graphdef))
         batches = train.eval_batches(variant, variant_task, num_batches)
         metrics = train.evaluate(eval_step, params, batches, data_sharding, variant_task)
         out[pair_task] = (metrics, batches)
@@ -57,12 +64,11 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
     with sharding.mesh_context(config.mesh) as (mesh, rules):
         graphdef, params, step = state.restore_params(workdir, task, mesh, rules)
         data_sharding = sharding.data_sharding(mesh, rules)
-        eval_step = jax.jit(train.make_eval_step(task, graphdef))
         results: dict[str, float] = {"step": step}
         if config.model.name in ("bert", "albert"):
             train_counts = baselines.training_unigram_counts(config.data, task.tokenizer)
             pairs = pair_cross_evaluation(
-                config, eval_step, params, data_sharding, config.train.eval_batches
+                config, graphdef, params, data_sharding, config.train.eval_batches
             )
             for pair_task, (metrics, batches) in pairs.items():
                 figures = bert_eval.held_out_baselines(train_counts, batches, task.tokenizer)
@@ -75,6 +81,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
                     if key.startswith(("mlm_", "mask_")):
                         results[f"{key}_on_{pair_task}_pairs"] = value
         else:
+            eval_step = jax.jit(train.make_eval_step(task, graphdef))
             batches = train.eval_batches(config, task, config.train.eval_batches)
             results.update(train.evaluate(eval_step, params, batches, data_sharding, task))
     logging.info("evaluation of %s at step %d: %s", workdir, step, results)

@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import settings
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 CORPUS_DIR = REPO_ROOT / "data" / "c4_sample"
@@ -58,6 +59,21 @@ def tiny_bert_config(tmp_path=None, **overrides):
 
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+# Property tests (tests/properties): every run of the suite (`make test`, CI, a plain
+# pytest) draws the same examples, so the suite fails only when the code or the tests
+# change; `make fuzz` (HYPOTHESIS_PROFILE=fuzz) draws fresh random ones, FUZZ_SCALE times
+# as many, and keeps failures in .hypothesis/ to replay them.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.register_profile("fuzz", derandomize=False, print_blob=True)
+HYPOTHESIS_PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
+settings.load_profile(HYPOTHESIS_PROFILE)
+FUZZ_SCALE = 20
+
+
+def property_examples(count: int) -> int:
+    """A property test's ``max_examples``: ``count``, FUZZ_SCALE times more under fuzz."""
+    return count * FUZZ_SCALE if HYPOTHESIS_PROFILE == "fuzz" else count
 
 
 def load_recipe(name: str, arg: str = "runlocal"):

@@ -29,10 +29,9 @@ import copy
 import logging
 import math
 
-import jax
 import ml_collections
 
-from bert_jax import evaluate, sharding, train
+from bert_jax import evaluate, sharding
 from bert_jax.compare import features, few_label, probes
 
 TASKS = ("rt_probe", "lee", "pairs", "rt_finetune")
@@ -74,11 +73,10 @@ def pair_scores(encoder: features.Encoder, config, num_examples: int) -> dict[st
     pairs_config = copy.deepcopy(config)
     pairs_config.seed = EVAL_SEED
     num_batches = math.ceil(num_examples / config.train.batch_size)
-    eval_step = jax.jit(train.make_eval_step(encoder.task, encoder.graphdef))
     with sharding.mesh_context(config.mesh) as (mesh, rules):
         data_sharding = sharding.data_sharding(mesh, rules)
         pairs = evaluate.pair_cross_evaluation(
-            pairs_config, eval_step, encoder.params, data_sharding, num_batches
+            pairs_config, encoder.graphdef, encoder.params, data_sharding, num_batches
         )
     scores = {f"{kind}_accuracy": metrics["pair_accuracy"] for kind, (metrics, _) in pairs.items()}
     scores["mlm_accuracy"] = pairs["nsp"][0]["mlm_accuracy"]

@@ -10,7 +10,7 @@ One post-LN Transformer encoder serves both models (Devlin et al. 2019; Lan et a
   feed-forward parameter sets as the mode needs and applies the same module at
   several depths. The parameter tree stays a plain tree: nothing is referenced twice.
 
-``scan_layers``: sublayers stacked on a ``layers`` axis and run by `nnx.scan` (`layer_stack`).
+``scan_layers``: sublayers stacked on a ``layers`` axis and run by a scan (`layer_stack`).
 """
 
 from __future__ import annotations

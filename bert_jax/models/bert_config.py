@@ -32,7 +32,7 @@ class BertConfig:
       attention: 'dot_product' (jax.nn.dot_product_attention) or 'explicit' (einsums).
       remat_policy: what each layer's backward pass recomputes (layer_stack.REMAT_POLICIES).
       scan_layers: stack per-layer parameters on a leading 'layers' axis and run them
-        with nnx.scan (share_mode 'none'); with share_mode 'all' and one group the
+        with a scan (share_mode 'none'); with share_mode 'all' and one group the
         shared layer is scanned with the same parameters at every step (no stack).
     """
 

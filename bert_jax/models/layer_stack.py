@@ -1,14 +1,14 @@
-"""Running a stack of Transformer layers: a Python loop or `nnx.scan`, each layer rematerialised.
+"""Running a stack of Transformer layers: a Python loop or a scan, each layer rematerialised.
 
 Two parameter layouts hold the same weights:
 
 - unscanned: one module per layer (``.../layers/0/...``, ``.../layers/1/...``);
 - scanned (``scan_layers=True``): one module whose parameters carry a leading
   ``[layers]`` axis (logical name ``layers``), created by `nnx.vmap` and applied by
-  `nnx.scan`, so XLA compiles one layer body instead of ``num_layers`` copies.
+  `jax.lax.scan`, so XLA compiles one layer body instead of ``num_layers`` copies.
 
 `stack_layers` / `unstack_layers` convert a state between the two (checkpoints, HF
-export). ``remat_policy`` wraps each layer call in `nnx.remat` with a
+export). ``remat_policy`` wraps each layer call in `jax.checkpoint` with a
 `jax.checkpoint_policies` policy, named as MaxText names them.
 """
 
@@ -57,7 +57,7 @@ def check_compute_fields(config: Any) -> None:
         raise ValueError(f"{name}.scan_layers must be a bool, got {config.scan_layers!r}")
 
 
-# `nnx.vmap` / `nnx.scan` add and remove this logical axis name on stacked parameters.
+# `nnx.vmap` adds this logical axis name to stacked parameters.
 _LAYERS_AXIS = {nnx.PARTITION_NAME: "layers"}
 
 
@@ -87,7 +87,7 @@ def apply_layers(
     Args:
       layer_fn: one layer's computation; ``rngs`` holds that layer's dropout key.
       layers: a sequence of ``num_layers`` per-layer modules (or tuples of modules,
-        looped in Python), or one module / tuple applied by `nnx.scan`: with
+        looped in Python), or one module / tuple applied by `jax.lax.scan`: with
         ``stacked`` its parameters have a leading layer axis, without it the same
         parameters serve every layer (ALBERT's shared layer).
       remat_policy: a key of ``REMAT_POLICIES``.
@@ -100,30 +100,39 @@ def apply_layers(
     key = jax.random.key(0) if dropout_key is None else dropout_key
     keys = jax.random.split(key, num_layers)
 
-    def one_layer(layer, x, key):
-        return layer_fn(layer, x, nnx.Rngs(dropout=key))
+    # Plain JAX transforms over each layer's state (split from its graph, merged back
+    # inside), not nnx.remat / nnx.scan: those refuse a module that an enclosing trace
+    # closed over (a greedy decode's while_loop, text-to-text's lax.map over labels) with
+    # flax's TraceContextError. Layers hold no state that a call changes.
+    def one_layer(graphdef, layer_state, x, key):
+        return layer_fn(nnx.merge(graphdef, layer_state), x, nnx.Rngs(dropout=key))
 
     if remat_policy != "none":
         # prevent_cse only matters outside scan (a loop body is never CSE'd across steps).
-        one_layer = nnx.remat(
-            one_layer, policy=REMAT_POLICIES[remat_policy], prevent_cse=isinstance(layers, list)
+        one_layer = jax.checkpoint(
+            one_layer,
+            policy=REMAT_POLICIES[remat_policy],
+            prevent_cse=isinstance(layers, list),
+            static_argnums=(0,),
         )
     if isinstance(layers, list):
         if len(layers) != num_layers:
             raise ValueError(f"got {len(layers)} layers, expected num_layers={num_layers}")
         for layer, layer_key in zip(layers, keys, strict=True):
-            x = one_layer(layer, x, layer_key)
+            x = one_layer(*nnx.split(layer), x, layer_key)
         return x
 
-    @nnx.scan(
-        in_axes=(0 if stacked else None, nnx.Carry, 0),
-        out_axes=nnx.Carry,
-        transform_metadata=_LAYERS_AXIS if stacked else {},
-    )
-    def scan_body(layer, x, key):
-        return one_layer(layer, x, key)
+    graphdef, state = nnx.split(layers)
 
-    return scan_body(layers, x, keys)
+    def scan_body(x, step):
+        layer_state, key = step
+        return one_layer(graphdef, layer_state, x, key), None
+
+    if stacked:
+        x, _ = jax.lax.scan(scan_body, x, (state, keys))
+    else:  # ALBERT's shared layer: the same state at every step
+        x, _ = jax.lax.scan(lambda x, key: scan_body(x, (state, key)), x, keys)
+    return x
 
 
 def _is_under(path: tuple, prefix: tuple) -> bool:

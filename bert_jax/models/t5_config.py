@@ -23,7 +23,7 @@ class T5Config:
       attention: 'dot_product' (jax.nn.dot_product_attention) or 'explicit' (einsums).
       remat_policy: what each layer's backward pass recomputes (layer_stack.REMAT_POLICIES).
       scan_layers: stack each stack's layers on a leading 'layers' axis and run them with
-        nnx.scan; the relative position bias table stays outside (shared by the stack).
+        a scan; the relative position bias table stays outside (shared by the stack).
     """
 
     vocab_size: int

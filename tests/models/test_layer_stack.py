@@ -187,6 +187,36 @@ def test_t5_scan_layers_gives_the_same_loss(packed):
     )
 
 
+def test_t5_greedy_decode_works_scanned_and_gives_the_unscanned_tokens():
+    # The training loop's evaluation decodes eagerly (t5_task.decode_example); the scanned
+    # layers' nnx.scan inside the decode's while_loop raised flax's TraceContextError.
+    model = build(t5.T5ForConditionalGeneration, t5_config())
+    scanned = build(t5.T5ForConditionalGeneration, t5_config(scan_layers=True), nnx.state(model))
+    (encoder_tokens, decoder_tokens), _ = t5_batch(packed=False)
+    # Inside lax.map too: text-to-text fine-tuning scores each label's target so.
+    labels = jnp.stack([decoder_tokens, decoder_tokens[::-1]])  # [labels, batch, length]
+    np.testing.assert_allclose(
+        jax.lax.map(lambda target: scanned(encoder_tokens, target), labels),
+        jax.lax.map(lambda target: model(encoder_tokens, target), labels),
+        atol=1e-5,
+    )
+    unscanned_tokens = np.asarray(model.greedy_decode(encoder_tokens, 6, eos_id=VOCAB + 1))
+    assert unscanned_tokens.shape == (2, 6) and (unscanned_tokens > 0).all()
+    # Rematerialised layers (nnx.remat raised the same error, scanned or not) decode alike.
+    remat = build(t5.T5ForConditionalGeneration, t5_config(remat_policy="full"), nnx.state(model))
+    for other in (scanned, remat):
+        np.testing.assert_array_equal(
+            np.asarray(other.greedy_decode(encoder_tokens, 6, eos_id=VOCAB + 1)), unscanned_tokens
+        )
+    # Under jit too, and stopping at an EOS: the token row 0 emits at step 2.
+    eos = int(unscanned_tokens[0, 2])
+    decode = nnx.jit(lambda m, x: m.greedy_decode(x, 6, eos_id=eos))
+    np.testing.assert_array_equal(
+        np.asarray(decode(scanned, encoder_tokens)), np.asarray(decode(model, encoder_tokens))
+    )
+    assert (np.asarray(decode(scanned, encoder_tokens))[0, 3:] == 0).all()
+
+
 def _bert_loss(model, inputs):
     mlm, pair = model(*inputs)
     return jnp.mean(jax.nn.log_softmax(mlm)[..., 7]) + jnp.mean(jax.nn.log_softmax(pair)[:, 1])

@@ -48,12 +48,24 @@ def documents(
         long_sentence = draw(st.booleans()) and num_sentences > 0
         kind = draw(st.sampled_from(kinds))
         seed = draw(st.integers(0, 2**32 - 1))
-        rng = np.random.default_rng(seed)
-        lengths = rng.integers(0, 24, num_sentences)
-        if long_sentence:
-            lengths[rng.integers(num_sentences)] = draw(st.integers(24, max_long_length))
-        group.append([_sentence(kind, int(n), rng, vocab_size) for n in lengths])
+        long_length = draw(st.integers(24, max_long_length)) if long_sentence else None
+        group.append(build_document(kind, seed, num_sentences, long_length, vocab_size))
     return group
+
+
+def build_document(
+    kind: str, seed: int, num_sentences: int, long_length: int | None, vocab_size: int
+) -> list[np.ndarray]:
+    """One document of `documents` from its draws (also for pinning a found case).
+
+    ``num_sentences`` sentences of 0-23 tokens of ``kind``; with ``long_length`` one of
+    them, picked at random, has that many tokens.
+    """
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(0, 24, num_sentences)
+    if long_length is not None:
+        lengths[rng.integers(num_sentences)] = long_length
+    return [_sentence(kind, int(n), rng, vocab_size) for n in lengths]
 
 
 @st.composite

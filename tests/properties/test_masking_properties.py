@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from conftest import property_examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from properties.strategies import CLS, FIRST_NORMAL, MASK, PAD, SEP, SPECIAL_IDS
@@ -59,7 +60,7 @@ def units(ids: np.ndarray, word_start: np.ndarray) -> np.ndarray:
     return np.where(eligible, np.cumsum(starts, axis=1), -1)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=property_examples(150), deadline=None)
 @given(rows(), OPTIONS, st.integers(0, 2**32 - 1))
 def test_mask_tokens_invariants(batch, options, seed):
     ids, word_start = batch

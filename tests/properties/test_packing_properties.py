@@ -7,6 +7,7 @@ import collections
 import grain
 import numpy as np
 import pytest
+from conftest import property_examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -49,7 +50,7 @@ def _check_layout(segment_ids: np.ndarray, positions: np.ndarray) -> None:
     np.testing.assert_array_equal(positions[:count], expected)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=property_examples(40), deadline=None)
 @given(examples_and_lengths(), st.integers(1, 8), st.integers(1, 12))
 def test_packing_keeps_every_example_whole_and_alone(data, num_bins, buffer_size):
     examples, lengths = data
@@ -80,7 +81,7 @@ def test_packing_keeps_every_example_whole_and_alone(data, num_bins, buffer_size
     assert seen == collections.Counter(range(len(examples)))  # each example exactly once
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=property_examples(40), deadline=None)
 @given(examples_and_lengths())
 def test_padding_keeps_each_example(data):
     examples, lengths = data
@@ -116,7 +117,7 @@ def test_an_empty_feature_is_refused_by_name(empty):
         packing.pad_example(example, lengths)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=property_examples(25), deadline=None)
 @given(examples_and_lengths(), st.integers(1, 8), st.integers(1, 12), st.integers(0, 10))
 def test_packing_resumes_from_any_row(data, num_bins, buffer_size, stop_after):
     examples, lengths = data

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import VOCAB_PATH
+from conftest import VOCAB_PATH, property_examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from properties.strategies import document_of_token, documents, unique_token_documents
@@ -27,7 +27,7 @@ def _is_run(segment: np.ndarray) -> bool:
     return bool(np.all(np.diff(segment) == 1))
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=property_examples(120), deadline=None)
 @given(unique_token_documents(), PAIR_OPTIONS, st.integers(0, 2**32 - 1))
 def test_pairs_are_contiguous_text_in_the_right_order(group, options, seed):
     pairs = create_segment_pairs(group, np.random.default_rng(seed), **options)
@@ -56,7 +56,7 @@ def test_pairs_are_contiguous_text_in_the_right_order(group, options, seed):
             assert np.array_equal(a, a_again) and np.array_equal(b, b_again)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=property_examples(80), deadline=None)
 @given(documents(vocab_size=8000), PAIR_OPTIONS, st.integers(0, 2**32 - 1))
 def test_pairs_from_any_documents_fit(group, options, seed):
     pairs = create_segment_pairs(group, np.random.default_rng(seed), **options)
@@ -85,7 +85,7 @@ BERT_OPTIONS = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=property_examples(60), deadline=None)
 @given(documents(vocab_size=8000), BERT_OPTIONS, st.integers(0, 2**32 - 1))
 def test_bert_examples_layout_and_targets(tokenizer, group, options, seed):
     config = BertDataConfig(**options)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hypothesis
 import numpy as np
 import pytest
-from conftest import VOCAB_PATH
+from conftest import VOCAB_PATH, property_examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from properties.strategies import EOS, FIRST_NORMAL, documents
+from properties.strategies import EOS, FIRST_NORMAL, build_document, documents
 
 from bert_jax.data.tokenizer import Tokenizer
 from bert_jax.objectives import span_corruption, t5_data
@@ -26,7 +27,7 @@ def _span_starts(mask: np.ndarray) -> np.ndarray:
     return mask & ~np.concatenate([[False], mask[:-1]])
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=property_examples(150), deadline=None)
 @given(LENGTHS, DENSITIES, st.sampled_from([1.0, 2.0, 3.0, 10.0]), SEEDS)
 def test_random_spans_noise_mask_has_the_planned_counts(length, density, span, seed):
     mask = span_corruption.random_spans_noise_mask(
@@ -40,7 +41,7 @@ def test_random_spans_noise_mask_has_the_planned_counts(length, density, span, s
         assert not mask[0]  # T5's masks start with non-noise
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=property_examples(60), deadline=None)
 @given(LENGTHS, DENSITIES, SEEDS)
 def test_iid_and_prefix_masks(length, density, seed):
     rng = np.random.default_rng(seed)
@@ -62,7 +63,7 @@ def reconstruct_unique(inputs: np.ndarray, targets: np.ndarray, vocab) -> np.nda
     return np.concatenate(out).astype(np.int32) if out else np.zeros(0, np.int32)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=property_examples(150), deadline=None)
 @given(LENGTHS, st.sampled_from(["spans", "iid", "prefix"]), DENSITIES, SEEDS)
 def test_inputs_and_targets_reconstruct_the_original(length, mask_kind, density, seed):
     rng = np.random.default_rng(seed)
@@ -106,7 +107,7 @@ def test_inputs_and_targets_reconstruct_the_original(length, mask_kind, density,
         )
 
 
-@settings(max_examples=4, deadline=None)
+@settings(max_examples=property_examples(4), deadline=None)
 @given(st.integers(t5_data.MAX_DOCUMENT_TOKENS + 1, 3 * t5_data.MAX_DOCUMENT_TOKENS), SEEDS)
 def test_a_very_long_document_gives_one_aligned_64k_chunk(tokenizer, length, seed):
     objective = t5_data.T5Objective(t5_data.T5DataConfig.preset("prefix_lm", 1024), tokenizer)
@@ -147,17 +148,27 @@ def check_reconstruction(name: str, example: dict, chunk: np.ndarray, vocab) -> 
         original = reconstruct_unique(inputs, targets, vocab)
     elif config.noise_mask == "prefix":
         original = np.concatenate([inputs, targets])
-    else:  # drop_tokens: the two halves together are the chunk's tokens
+    else:  # drop_tokens: the two halves together are the chunk's tokens, reordered
         original = np.sort(np.concatenate([inputs, targets]))
-        chunk = np.sort(chunk)
     # An over-long example is cut to a prefix of its chunk (rare); nothing else is lost.
     assert 1 <= len(original) <= len(chunk)
-    np.testing.assert_array_equal(original, chunk[: len(original)])
+    prefix = chunk[: len(original)]
+    if config.targets_fn == "drop_nonnoise_tokens":
+        # Sorted after the cut: the prefix's tokens, not the chunk's smallest (issue 27).
+        prefix = np.sort(prefix)
+    np.testing.assert_array_equal(original, prefix)
+
+
+# Found by hypothesis (issue 27, drop_tokens): three empty documents and one sentence of
+# 1,103 random tokens (the strategy's document seed 0). The example is cut to a prefix of
+# its last chunk; that chunk's last token, 3256, is among its smallest but not kept.
+FOUND_GROUP = [[], [], [], build_document("random", 0, 1, 1103, vocab_size=8000)]
 
 
 @pytest.mark.parametrize("name", sorted(t5_data.PRESETS))
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=property_examples(12), deadline=None)
 @given(st.integers(8, 96), documents(vocab_size=8000), SEEDS)
+@hypothesis.example(inputs_length=47, group=FOUND_GROUP, seed=598)
 def test_every_t5_preset_makes_fitting_examples_of_its_chunks(
     tokenizer, name, inputs_length, group, seed
 ):

@@ -18,7 +18,7 @@ import sys
 import unicodedata
 
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, property_examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -51,7 +51,7 @@ def tokenizers():
     )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=property_examples(300), deadline=None)
 @given(TEXT.map("".join))
 def test_same_ids_and_offsets_as_hugging_face(tokenizers, text):
     ours, reference = tokenizers
