@@ -20,7 +20,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from bert_jax import finite_guard, flops, objectives, optim, sharding
+from bert_jax import checkpoint_lock, finite_guard, flops, objectives, optim, sharding
 from bert_jax.checkpoint import Checkpointer, optimizer_fingerprint
 from bert_jax.data import pipeline
 from bert_jax.metric_writer import MetricWriter
@@ -100,7 +100,8 @@ def train_and_evaluate(
     Args:
       config: the run config (configs/*.py).
       workdir: checkpoints, TensorBoard logs and metrics.jsonl go here; an
-        existing checkpoint is resumed.
+        existing checkpoint is resumed. Held locked while the run lasts
+        (checkpoint_lock.py): another run on it raises WorkdirLockedError at once.
       stop_at: stop (with a checkpoint) after this step, as a preemption
         would; the schedule still spans ``config.train.num_steps``.
       task: defaults to ``objectives.get_task(config)``; fine-tuning passes its own.
@@ -110,6 +111,7 @@ def train_and_evaluate(
     # restore, compilation) still stops within config.train.stop_grace_s.
     stop_grace_s = train.stop_grace_s
     with (
+        checkpoint_lock.hold(workdir),  # one writing run per workdir: a second is refused
         sharding.mesh_context(config.mesh) as (mesh, rules),
         Preemption(stop_grace_s, agree_every=train.log_every) as preemption,
     ):
