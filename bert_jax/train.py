@@ -129,6 +129,9 @@ def train_and_evaluate(
             keep=train.keep_checkpoints,
             model_config=task.model_config,
             optimizer=optimizer_fingerprint(config.optim.name, abs_state.opt_state),
+            # What the train stream reads: a resume on other data is refused (or restarts it).
+            data_spec=task.data_fingerprint() if task.data_fingerprint else None,
+            allow_new_data=bool(config.data.get("allow_new_data", False)),
         )
         guard = finite_guard.NonfiniteGuard(train, checkpointer)
         # The newest step that restores: damaged ones are moved aside (checkpoint.py).
