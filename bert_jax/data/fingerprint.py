@@ -55,7 +55,7 @@ def data_fingerprint(config) -> dict:
       ValueError: ``config.data.train_pattern`` matches no file (naming it).
     """
     data = config.data
-    record = {f"data.{name}": data[name] for name in STREAM_FIELDS}
+    record = {f"data.{name}": data.get(name) for name in STREAM_FIELDS}
     record["seed"] = config.seed
     # One stream per input shard (per host when 0): each host's position is in its own.
     record["data.input_shards"] = data.input_shards or jax.process_count()
