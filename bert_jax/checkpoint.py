@@ -7,7 +7,10 @@ One orbax step directory holds these items:
   * ``model``: the model's hyperparameters as JSON, checked on restore so a
     checkpoint of another model gets a clear error instead of a shape trace;
   * ``optimizer``: the optimizer's name and state layout, checked the same way
-    (absent from checkpoints written before it existed: not checked then).
+    (absent from checkpoints written before it existed: not checked then);
+  * ``data_spec``: what the train stream reads (bert_jax/data/fingerprint.py); a resume
+    on other data is refused, or with ``config.data.allow_new_data`` restarts the
+    stream. Checkpoints written before it resume unchecked, with a warning.
 
 Saves fail loudly and at once (checkpoint_guard.py): a save that cannot fit is
 refused before it starts, a directory that cannot be created raises in ``save``
@@ -35,13 +38,16 @@ from bert_jax.checkpoint_fingerprint import (
     optimizer_differences,
     optimizer_fingerprint,
 )
-from bert_jax.checkpoint_guard import CheckpointError
+from bert_jax.checkpoint_guard import CheckpointError, CheckpointMismatchError
+from bert_jax.data import fingerprint
 
-__all__ = ["CheckpointError", "Checkpointer", "model_fingerprint", "optimizer_fingerprint"]
-
-
-class CheckpointMismatchError(CheckpointError):
-    """The checkpoint is intact but was written for another model or optimizer."""
+__all__ = [
+    "CheckpointError",
+    "CheckpointMismatchError",
+    "Checkpointer",
+    "model_fingerprint",
+    "optimizer_fingerprint",
+]
 
 
 class Checkpointer:
@@ -54,6 +60,8 @@ class Checkpointer:
       optimizer: ``optimizer_fingerprint(...)`` of the run; None skips that check.
       timeout_s: the longest a save may take in the background before ``wait`` and
         ``close`` give up with an error (a stalled disk must not hang the run).
+      data_spec: ``Task.data_fingerprint()`` of the run's train stream; None: not checked.
+      allow_new_data: a resume on other data restarts the stream instead of failing.
     """
 
     def __init__(
@@ -64,6 +72,8 @@ class Checkpointer:
         model_config: Any,
         optimizer: dict[str, Any] | None = None,
         timeout_s: int = 1200,
+        data_spec: dict[str, Any] | None = None,
+        allow_new_data: bool = False,
     ):
         # orbax's background commit thread rejects relative paths (and the next save
         # then waits on it forever), so `--workdir workdirs/x` is made absolute here.
@@ -76,6 +86,7 @@ class Checkpointer:
         self.fingerprint = model_fingerprint(model_config)
         self.optimizer = optimizer
         self.timeout_s = timeout_s
+        self.data_spec, self.allow_new_data = data_spec, allow_new_data
         self._defaults = model_defaults(model_config)
         checkpoint_guard.install_quiet_filter()
         self._manager = ocp.CheckpointManager(
@@ -90,7 +101,7 @@ class Checkpointer:
                     timeout_secs=timeout_s, create_directories_asynchronously=False
                 ),
             ),
-            item_names=("state", "data", "model", "optimizer"),
+            item_names=("state", "data", "model", "optimizer", "data_spec"),
         )
         self._pending: tuple[int, int] | None = None  # (step, bytes) of the save in flight
         self._params_reader: ocp.PyTreeCheckpointer | None = None  # restore_params only
@@ -116,6 +127,8 @@ class Checkpointer:
         }
         if self.optimizer is not None:
             items["optimizer"] = ocp.args.JsonSave(self.optimizer)
+        if self.data_spec is not None:
+            items["data_spec"] = ocp.args.JsonSave(self.data_spec)
         nbytes = checkpoint_guard.bytes_needed(state)
         try:
             self._manager.save(step, args=ocp.args.Composite(**items), force=True)
@@ -165,14 +178,10 @@ class Checkpointer:
 
     def check_model(self, step: int) -> None:
         """Raises CheckpointMismatchError naming each field that differs from the checkpoint."""
-        saved = self._manager.restore(step, args=ocp.args.Composite(model=ocp.args.JsonRestore()))
-        diffs = model_differences(saved["model"], self.fingerprint, self._defaults)
+        diffs = model_differences(self._read_json(step, "model"), self.fingerprint, self._defaults)
         what = "model"
         if not diffs and self.optimizer is not None and self._has_item(step, "optimizer"):
-            restored = self._manager.restore(
-                step, args=ocp.args.Composite(optimizer=ocp.args.JsonRestore())
-            )
-            diffs = optimizer_differences(restored["optimizer"], self.optimizer)
+            diffs = optimizer_differences(self._read_json(step, "optimizer"), self.optimizer)
             what = "optimizer"
         if diffs:
             raise CheckpointMismatchError(
@@ -182,6 +191,19 @@ class Checkpointer:
 
     def _has_item(self, step: int, item: str) -> bool:
         return (self.directory / str(step) / item).is_dir()
+
+    def _read_json(self, step: int, item: str) -> Any:
+        return self._manager.restore(
+            step, args=ocp.args.Composite(**{item: ocp.args.JsonRestore()})
+        )[item]
+
+    def _same_data(self, step: int) -> bool:
+        """Whether ``step``'s data position applies to this run's stream (fingerprint.py)."""
+        if self.data_spec is None:
+            return True
+        saved = self._read_json(step, "data_spec") if self._has_item(step, "data_spec") else None
+        where = f"checkpoint {self.directory}/{step}"
+        return fingerprint.check_resume(saved, self.data_spec, where, self.allow_new_data)
 
     def restore_latest(self, abstract_state: Any, data_iterator: Any = None):
         """``(state, step)`` of the newest step that restores; ``(None, None)`` if none exist.
@@ -234,10 +256,13 @@ class Checkpointer:
     def _restore_items(self, step: int, abstract_state: Any, data_iterator: Any) -> Any:
         self.check_model(step)
         items = {"state": ocp.args.StandardRestore(abstract_state)}
-        if data_iterator is not None:
+        if data_iterator is not None and self._same_data(step):
             items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
         try:
             restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+        except KeyError as error:  # grain: a position of another pipeline ('next_index')
+            message = f"the data position in {self.directory}/{step} does not fit config.data"
+            raise CheckpointMismatchError(f"{message} ({error}); {fingerprint.REMEDY}") from None
         except ValueError as error:
             if not any(m in str(error) for m in ("tree structures do not", "Structure mismatch")):
                 raise
@@ -251,47 +276,6 @@ class Checkpointer:
         return restored["state"]
 
     def _newest(self, restore: Callable[[int], Any]):
-        """``(restore(step), step)`` for the newest step whose files are intact.
-
-        A damaged step (truncated or missing file: checkpoint_guard.is_corruption) is
-        moved to ``corrupt/`` with a warning naming the step and file, and the next
-        older one is tried. A model or optimizer mismatch, or any other error, is
-        raised as it is: those are not the checkpoint's fault.
-
-        Raises:
-          CheckpointError: every step is damaged; names each with its file.
-        """
-        self._manager.reload()
-        steps = sorted(self._manager.all_steps(), reverse=True)
-        failed = []
-        for step in steps:
-            try:
-                checkpoint_guard.validate_step_files(self.directory / str(step))
-                result = restore(step)
-            except CheckpointMismatchError:
-                raise
-            except Exception as error:
-                if not checkpoint_guard.is_corruption(error):
-                    raise
-                path = checkpoint_guard.file_in_error(error) or "unknown file"
-                moved = checkpoint_guard.set_aside(self.directory, step)
-                cause = checkpoint_guard.root_cause(error)
-                logging.warning(
-                    "checkpoint step %d in %s does not restore: %s is damaged (%s); "
-                    "moved it to %s and trying the previous step",
-                    step, self.directory, path, cause, moved or "(not moved)",
-                )  # fmt: skip
-                failed.append(f"step {step}: {path}")
-                continue
-            if failed:
-                logging.warning("restored step %d of %s instead", step, self.directory)
-            self._manager.reload()  # orbax forgets the moved steps
-            return result, step
-        self._manager.reload()
-        if failed:
-            raise CheckpointError(
-                f"no checkpoint in {self.directory} restores ({'; '.join(failed)}); they were "
-                f"moved to {self.directory / checkpoint_guard.CORRUPT_DIR}. Start afresh with "
-                "another --workdir, or move a step back once it is repaired"
-            )
-        return None, None
+        """``(restore(step), step)`` for the newest step that restores (``(None, None)``
+        without any): damaged steps are moved aside (checkpoint_guard.newest_that_restores)."""
+        return checkpoint_guard.newest_that_restores(self._manager, self.directory, restore)

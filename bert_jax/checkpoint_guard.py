@@ -13,6 +13,7 @@ import errno
 import json
 import logging
 import os
+import pathlib
 import re
 import shutil
 import time
@@ -38,6 +39,10 @@ class CheckpointError(ValueError):
 
     A ValueError, so the command line prints it as one line (bert_jax/main.py).
     """
+
+
+class CheckpointMismatchError(CheckpointError):
+    """The checkpoint is intact but was written for another model, optimizer or data."""
 
 
 def state_nbytes(state: Any) -> int:
@@ -212,3 +217,53 @@ def install_quiet_filter() -> None:
     logger = logging.getLogger("absl")  # orbax logs through absl.logging
     if not any(isinstance(f, QuietOrbaxFailures) for f in logger.filters):
         logger.addFilter(QuietOrbaxFailures())
+
+
+def newest_that_restores(manager, directory: os.PathLike, restore):
+    """``(restore(step), step)`` for the newest step of ``manager`` whose files are intact.
+
+    A damaged step (truncated or missing file: ``is_corruption``) is moved to
+    ``corrupt/`` with a warning naming the step and file, and the next older one is
+    tried. A model, optimizer or data mismatch, or any other error, is raised as it is:
+    those are not the checkpoint's fault.
+
+    Returns:
+      ``(None, None)`` when there is no step at all.
+
+    Raises:
+      CheckpointError: every step is damaged; names each with its file.
+    """
+    manager.reload()
+    steps = sorted(manager.all_steps(), reverse=True)
+    failed = []
+    for step in steps:
+        try:
+            validate_step_files(pathlib.Path(directory) / str(step))
+            result = restore(step)
+        except CheckpointMismatchError:
+            raise
+        except Exception as error:
+            if not is_corruption(error):
+                raise
+            path = file_in_error(error) or "unknown file"
+            moved = set_aside(directory, step)
+            cause = root_cause(error)
+            logging.warning(
+                "checkpoint step %d in %s does not restore: %s is damaged (%s); "
+                "moved it to %s and trying the previous step",
+                step, directory, path, cause, moved or "(not moved)",
+            )  # fmt: skip
+            failed.append(f"step {step}: {path}")
+            continue
+        if failed:
+            logging.warning("restored step %d of %s instead", step, directory)
+        manager.reload()  # orbax forgets the moved steps
+        return result, step
+    manager.reload()
+    if failed:
+        raise CheckpointError(
+            f"no checkpoint in {directory} restores ({'; '.join(failed)}); they were "
+            f"moved to {pathlib.Path(directory) / CORRUPT_DIR}. Start afresh with "
+            "another --workdir, or move a step back once it is repaired"
+        )
+    return None, None

@@ -1,7 +1,9 @@
 """Progress on the console, TensorBoard event files and a JSON-lines metrics log.
 
 Only process 0 writes. ``metrics.jsonl`` in the workdir is what
-``bert-jax report`` reads to draw learning curves.
+``bert-jax report`` reads to draw learning curves. A run killed mid-write (or stopped
+by a full disk) can leave its last line cut; the next run moves that line aside
+(``set_aside_cut_line``) so that its records start on a fresh line.
 """
 
 from __future__ import annotations
@@ -14,6 +16,49 @@ from collections.abc import Mapping
 
 import jax
 from tensorboardX import SummaryWriter
+
+
+def set_aside_cut_line(path: str) -> str | None:
+    """Moves a cut last line of a JSON-lines file to ``PATH.partial-TIME``.
+
+    A last line without its newline that still parses (only the newline was lost) gets
+    its newline instead. The cut bytes are written (and synced) aside before the file is
+    truncated, so a kill in between loses nothing.
+
+    Returns:
+      The file holding the cut line, or None when ``path`` ends cleanly (or is absent).
+    """
+    if not os.path.exists(path):
+        return None
+    with open(path, "rb+") as f:
+        size = f.seek(0, os.SEEK_END)
+        keep = end = size
+        while end > 0:  # back to the byte after the last newline, a block at a time
+            start = max(0, end - 65536)
+            f.seek(start)
+            newline = f.read(end - start).rfind(b"\n")
+            keep = start + newline + 1 if newline >= 0 else start
+            if newline >= 0:
+                break
+            end = start
+        f.seek(keep)
+        cut = f.read()
+        if not cut:
+            return None
+        try:
+            json.loads(cut)
+        except ValueError:
+            pass
+        else:
+            f.write(b"\n")
+            return None
+        aside = f"{path}.partial-{time.strftime('%Y%m%d-%H%M%S')}"
+        with open(aside, "ab") as out:
+            out.write(cut + b"\n")
+            out.flush()
+            os.fsync(out.fileno())
+        f.truncate(keep)
+    return aside
 
 
 def _format_duration(seconds: float) -> str:
@@ -53,7 +98,15 @@ class MetricWriter:
         if self.enabled:
             os.makedirs(workdir, exist_ok=True)
             self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
-            self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115
+            path = os.path.join(workdir, "metrics.jsonl")
+            aside = set_aside_cut_line(path)
+            if aside is not None:
+                logging.warning(
+                    "%s ended in a cut line (a run stopped mid-write): moved it to %s; "
+                    "new records start on a fresh line",
+                    path, aside,
+                )  # fmt: skip
+            self._jsonl = open(path, "a")  # noqa: SIM115
 
     def write(self, step: int, split: str, scalars: Mapping[str, float]) -> None:
         """Logs ``scalars`` under ``split/`` to TensorBoard and metrics.jsonl."""

@@ -14,6 +14,7 @@ input, where a model can copy the answer (see objectives/bert_eval.py).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 
@@ -52,11 +53,16 @@ def read_metrics(workdir: str) -> list[dict]:
         raise FileNotFoundError(f"{path} does not exist: run `bert-jax pretrain` with this workdir")
     records = []
     with open(path) as f:
-        for line_number, line in enumerate(f, 1):
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{line_number}: not JSON ({error})") from None
+        lines = f.readlines()
+    for line_number, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            if line_number == len(lines) and not line.endswith("\n"):
+                # A run killed mid-write; its next run moves the line aside (metric_writer).
+                logging.warning("%s:%d: skipped a cut last line (%s)", path, line_number, error)
+                continue
+            raise ValueError(f"{path}:{line_number}: not JSON ({error})") from None
     return records
 
 

@@ -56,6 +56,9 @@ def base_config() -> ml_collections.ConfigDict:
     # Bad records (invalid JSON or UTF-8, empty texts, no sentence) are skipped and counted;
     # once 1000 are read, a larger fraction skipped stops the run (>= 1: never).
     config.data.max_skipped_fraction = 0.5
+    # A resume whose train data differs from the checkpoint's (source, files, sequence length,
+    # ...: bert_jax/data/fingerprint.py) is refused; True restarts the data stream instead.
+    config.data.allow_new_data = False
 
     config.train = ml_collections.ConfigDict()
     config.train.batch_size = 64  # global, across all hosts

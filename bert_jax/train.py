@@ -20,7 +20,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from bert_jax import finite_guard, flops, objectives, optim, sharding
+from bert_jax import checkpoint_lock, finite_guard, flops, objectives, optim, sharding
 from bert_jax.checkpoint import Checkpointer, optimizer_fingerprint
 from bert_jax.data import pipeline
 from bert_jax.metric_writer import MetricWriter
@@ -100,7 +100,8 @@ def train_and_evaluate(
     Args:
       config: the run config (configs/*.py).
       workdir: checkpoints, TensorBoard logs and metrics.jsonl go here; an
-        existing checkpoint is resumed.
+        existing checkpoint is resumed. Held locked while the run lasts
+        (checkpoint_lock.py): another run on it raises WorkdirLockedError at once.
       stop_at: stop (with a checkpoint) after this step, as a preemption
         would; the schedule still spans ``config.train.num_steps``.
       task: defaults to ``objectives.get_task(config)``; fine-tuning passes its own.
@@ -110,6 +111,7 @@ def train_and_evaluate(
     # restore, compilation) still stops within config.train.stop_grace_s.
     stop_grace_s = train.stop_grace_s
     with (
+        checkpoint_lock.hold(workdir),  # one writing run per workdir: a second is refused
         sharding.mesh_context(config.mesh) as (mesh, rules),
         Preemption(stop_grace_s, agree_every=train.log_every) as preemption,
     ):
@@ -127,16 +129,25 @@ def train_and_evaluate(
             keep=train.keep_checkpoints,
             model_config=task.model_config,
             optimizer=optimizer_fingerprint(config.optim.name, abs_state.opt_state),
+            # What the train stream reads: a resume on other data is refused (or restarts it).
+            data_spec=task.data_fingerprint() if task.data_fingerprint else None,
+            allow_new_data=bool(config.data.get("allow_new_data", False)),
         )
-        guard = finite_guard.NonfiniteGuard(train, checkpointer)
+        vocab_size = getattr(task.model_config, "vocab_size", None)
+        guard = finite_guard.NonfiniteGuard(train, checkpointer, vocab_size)
         # The newest step that restores: damaged ones are moved aside (checkpoint.py).
         state, start_step = checkpointer.restore_latest(
             with_shardings(abs_state, shardings), train_iter
         )
-        if start_step is None:
+        restored = start_step is not None
+        if not restored:
             state = jax.jit(init, out_shardings=shardings)()
             state = init_from(state, task.initial_params, shardings)  # e.g. a pretrained encoder
             start_step = 0
+        # Non-finite weights would pass for a learning rate problem at the first step.
+        finite_guard.check_params(
+            state.params, *_params_origin(checkpointer, start_step, restored, task)
+        )
         num_params = sum(math.prod(x.shape) for x in jax.tree.leaves(abs_state.params))
         logging.info("%s parameters; starting at step %d", f"{num_params:,}", start_step)
 
@@ -170,7 +181,7 @@ def train_and_evaluate(
                 writer.set_flops_per_step(_flops_per_step(task, host_batch, train.batch_size))
             batch = pipeline.global_batch(host_batch, data_sharding)
             state, metrics = train_step(state, batch, key)
-            guard.update(metrics)
+            metrics = guard.update(metrics, step + 1)  # drops the guard's diagnostics
             checkpointer.check()  # a failed background save stops the run here, at once
             step += 1
             sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
@@ -210,6 +221,23 @@ def train_and_evaluate(
     result["step"] = step
     result["state"] = state
     return result
+
+
+def _params_origin(checkpointer, step: int, restored: bool, task) -> tuple[str, str]:
+    """Where the starting parameters came from, and the remedy if they are not finite."""
+    if restored:
+        return (
+            f"the parameters restored from checkpoint {checkpointer.directory}/{step}",
+            "that step is damaged: move it out of the directory to resume from the one "
+            "before, or start afresh with another --workdir",
+        )
+    if task.initial_params is not None:
+        return (
+            "the imported initial parameters (the task's initial_params, e.g. "
+            "config.finetune.init)",
+            "the weights they come from are damaged: convert or export them again",
+        )
+    return "the freshly initialised parameters", "check config.model (initialiser, dtype)"
 
 
 def _flops_per_step(task, host_batch, global_batch_size: int) -> float | None:

@@ -118,6 +118,8 @@ def make_train_step(task: objectives.Task, graphdef, tx, schedule, gradient_accu
         model = nnx.merge(graphdef, params)
         return task.loss_fn(model, batch, deterministic=False, rngs=nnx.Rngs(dropout=key))
 
+    vocab_size = getattr(task.model_config, "vocab_size", None)
+
     def train_step(state: TrainState, batch: dict[str, jax.Array], key: jax.Array):
         dropout_key = jax.random.fold_in(key, state.step)
         if gradient_accumulation_steps == 1:
@@ -143,6 +145,10 @@ def make_train_step(task: objectives.Task, graphdef, tx, schedule, gradient_accu
             "grad_norm": grad_norm,
             "learning_rate": schedule(state.step),
             "nonfinite_skipped": 1.0 - finite.astype(jnp.float32),
+            # Where a non-finite step came from (finite_guard.NonfiniteGuard; not logged).
+            f"{finite_guard.DIAGNOSTIC}nonfinite_loss": 1.0
+            - jnp.isfinite(loss).astype(jnp.float32),
+            **finite_guard.input_faults(batch, vocab_size),
         }
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -52,8 +53,10 @@ def test_the_named_last_good_checkpoint_is_finite(tmp_path, vocab_path, corpus_d
     sane = tiny_bert_config(**{"train.checkpoint_every": 1, "train.num_steps": 2})
     train.train_and_evaluate(sane, str(tmp_path))
     # Resumed at step 2 with lr 1e39, every update overflows: the next saves must not happen.
-    with pytest.raises(FloatingPointError, match="last good checkpoint is step 2 in"):
+    with pytest.raises(FloatingPointError, match="last good checkpoint is step 2 in") as raised:
         train.train_and_evaluate(_exploding(**{"optim.warmup_steps": 0}), str(tmp_path))
+    # The loss of step 3 was finite; its update was not: the run diverged, not the data.
+    assert "training diverged: lower config.optim.learning_rate" in str(raised.value)
     assert _steps(tmp_path) == [1, 2]
     assert all(np.isfinite(leaf).all() for leaf in _saved_params(tmp_path, sane, 2))
 
@@ -88,3 +91,50 @@ def test_a_policy_that_does_not_exist_is_named(tmp_path, vocab_path, corpus_dir)
     config = tiny_bert_config(**{"train.nonfinite_policy": "ignore"})
     with pytest.raises(ValueError, match="config.train.nonfinite_policy='ignore'"):
         train.train_and_evaluate(config, str(tmp_path))
+
+
+def _task_with(config, **fields):
+    return dataclasses.replace(objectives.get_task(config), **fields)
+
+
+def test_token_ids_past_the_vocabulary_are_named_as_the_data_not_the_learning_rate(
+    tmp_path, vocab_path, corpus_dir
+):
+    # Two good steps, then a batch with an id past the vocabulary (shards tokenised with
+    # another vocabulary): its embedding is NaN. The old message said lower the learning rate.
+    config = tiny_bert_config(**{"train.num_steps": 4, "train.checkpoint_every": 100})
+    task = objectives.get_task(config)
+    vocab_size = task.model_config.vocab_size
+
+    def batches(split, size, **kwargs):
+        for index, batch in enumerate(task.batches(split, size, **kwargs)):
+            if split == "train" and index == 2:
+                batch = {**batch, "input_ids": batch["input_ids"].copy()}
+                batch["input_ids"][0, 1] = vocab_size + 7
+            yield batch
+
+    bad_data = dataclasses.replace(task, batches=batches)
+    with pytest.raises(FloatingPointError) as raised:
+        train.train_and_evaluate(config, str(tmp_path), task=bad_data)
+    message = str(raised.value)
+    assert (
+        f"The input batch of step 3 is bad (input_ids holds token ids >= the model's vocab_size "
+        f"{vocab_size}): the data, not the learning rate, is the cause" in message
+    )
+    assert "lower config.optim.learning_rate" not in message
+
+
+def test_nonfinite_imported_weights_stop_before_the_first_step(tmp_path, vocab_path, corpus_dir):
+    def damaged(params):  # e.g. a converted checkpoint holding NaN
+        leaves, treedef = jax.tree.flatten(params)
+        return jax.tree.unflatten(treedef, [leaves[0] * np.nan, *leaves[1:]])
+
+    config = tiny_bert_config()
+    task = _task_with(config, initial_params=damaged)
+    with pytest.raises(FloatingPointError) as raised:
+        train.train_and_evaluate(config, str(tmp_path), task=task)
+    message = str(raised.value)
+    assert message.startswith("the imported initial parameters")
+    assert "hold non-finite values in 1 of " in message
+    assert "no step was run, and the learning rate is not the cause" in message
+    assert _steps(tmp_path) == [] and not (tmp_path / "metrics.jsonl").exists()

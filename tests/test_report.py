@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import struct
 
 import pytest
@@ -11,6 +12,7 @@ from PIL import Image
 from tensorboardX.proto import event_pb2
 
 from bert_jax import report, train
+from bert_jax.metric_writer import MetricWriter
 
 KIND_KEYS = [
     f"mlm_{kind}_{what}"
@@ -95,3 +97,38 @@ def test_report_of_runs_without_kind_figures(tmp_path, capsys):
     out = capsys.readouterr().out
     assert report.T5_NOTE in out and "targets: 2.000 nats below" in out
     assert "[MASK]" not in out.split(report.T5_NOTE)[0]
+
+
+def test_a_cut_last_line_is_skipped_by_report_and_set_aside_by_the_next_run(tmp_path, caplog):
+    # A run killed mid-write leaves the last record cut (no newline).
+    first = {"step": 2, "split": "eval", "mlm_loss": 6.0, "unigram_xent": 6.8}
+    write_records(tmp_path, [first])
+    path = tmp_path / "metrics.jsonl"
+    cut = '{"step": 3, "split": "train", "lo'
+    with open(path, "a") as f:
+        f.write(cut)
+    with caplog.at_level(logging.WARNING):
+        assert report.read_metrics(str(tmp_path)) == [first]
+    assert f"{path}:2: skipped a cut last line" in caplog.text
+    # The resumed run's writer moves the cut line aside and starts on a fresh line.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        writer = MetricWriter(str(tmp_path), total_steps=4, tokens_per_step=1)
+    writer.write(4, "eval", {"mlm_loss": 5.0, "unigram_xent": 6.8})
+    writer.close()
+    (aside,) = tmp_path.glob("metrics.jsonl.partial-*")
+    assert aside.read_text() == cut + "\n"  # kept, named in the warning
+    assert str(aside) in caplog.text and "cut line" in caplog.text
+    records = report.read_metrics(str(tmp_path))
+    assert [r["step"] for r in records] == [2, 4]
+    assert report.summarize(str(tmp_path))["last_eval"]["mlm_loss"] == 5.0
+
+
+def test_a_last_line_that_lost_only_its_newline_is_kept(tmp_path):
+    record = {"step": 2, "split": "eval", "mlm_loss": 6.0}
+    (tmp_path / "metrics.jsonl").write_text(json.dumps(record))
+    writer = MetricWriter(str(tmp_path), total_steps=4, tokens_per_step=1)
+    writer.write(4, "eval", {"mlm_loss": 5.0})
+    writer.close()
+    assert [r["step"] for r in report.read_metrics(str(tmp_path))] == [2, 4]
+    assert not list(tmp_path.glob("metrics.jsonl.partial-*"))

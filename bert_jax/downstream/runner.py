@@ -23,7 +23,7 @@ import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from bert_jax import objectives, sharding, state, train
+from bert_jax import checkpoint_lock, objectives, sharding, state, train
 from bert_jax.data import pipeline
 
 
@@ -103,18 +103,20 @@ def run(config: ml_collections.ConfigDict, workdir: str, task: FinetuneTask) -> 
       ``train`` / ``eval`` (the train loop's last metrics), ``step``, ``final``
       (official metrics of the final parameters per evaluation split) and ``state``.
     """
-    result = train.train_and_evaluate(config, workdir, task=task.objective)
-    final = {}
-    for split in task.eval_splits:
-        scored = task.score(split, predict(config, task, result["state"].params, split))
-        final[split] = scored.metrics
-        logging.info("%s %s at step %d: %s", task.name, split, result["step"], scored.metrics)
-        if scored.predictions is not None and jax.process_index() == 0:
-            first = split == task.eval_splits[0]
-            name = "predictions.json" if first else f"predictions_{split}.json"
-            with open(os.path.join(workdir, name), "w") as f:
-                json.dump(scored.predictions, f, indent=2)
-    return write_summary(config, workdir, result, final)
+    # Training, predictions and results are one writer of the workdir (checkpoint_lock.py).
+    with checkpoint_lock.hold(workdir):
+        result = train.train_and_evaluate(config, workdir, task=task.objective)
+        final = {}
+        for split in task.eval_splits:
+            scored = task.score(split, predict(config, task, result["state"].params, split))
+            final[split] = scored.metrics
+            logging.info("%s %s at step %d: %s", task.name, split, result["step"], scored.metrics)
+            if scored.predictions is not None and jax.process_index() == 0:
+                first = split == task.eval_splits[0]
+                name = "predictions.json" if first else f"predictions_{split}.json"
+                with open(os.path.join(workdir, name), "w") as f:
+                    json.dump(scored.predictions, f, indent=2)
+        return write_summary(config, workdir, result, final)
 
 
 def write_summary(config, workdir: str, result: dict, final: dict) -> dict:

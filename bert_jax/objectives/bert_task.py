@@ -7,6 +7,7 @@ corruption (masking.py) -> one fixed-shape feature dict per example, NumPy only.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax.numpy as jnp
 import ml_collections
@@ -14,6 +15,7 @@ import numpy as np
 import optax
 
 from bert_jax import state
+from bert_jax.data import fingerprint
 from bert_jax.data.tokenizer import Tokenizer
 from bert_jax.models import bert
 from bert_jax.objectives import bert_eval
@@ -277,6 +279,7 @@ def create_task(config: ml_collections.ConfigDict) -> Task:
         ),
         model_config=model.model_config,
         eval_draws=PRETRAINING_EVAL_DRAWS,
+        data_fingerprint=functools.partial(fingerprint.data_fingerprint, config),
         create_model=model.create_model,
         loss_fn=make_loss_fn(pairs),
         mean_weights=mean_weights,

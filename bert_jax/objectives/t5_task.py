@@ -15,6 +15,7 @@ import ml_collections
 import numpy as np
 
 from bert_jax import state
+from bert_jax.data import fingerprint
 from bert_jax.data.tokenizer import Tokenizer
 from bert_jax.models import t5
 from bert_jax.objectives.logit_metrics import label_logit_stats
@@ -140,6 +141,7 @@ def create_task(config: ml_collections.ConfigDict) -> Task:
         batches=pretraining_batches(config, tokenizer, examples),
         model_config=model.model_config,
         eval_draws=PRETRAINING_EVAL_DRAWS,
+        data_fingerprint=functools.partial(fingerprint.data_fingerprint, config),
         create_model=model.create_model,
         loss_fn=make_loss_fn(float(config.objective.z_loss)),
         mean_weights=mean_weights,

@@ -49,6 +49,9 @@ class Task:
         shorter than the evaluation; pass ``d > 0`` is ``batches(split, size, draw=d)``,
         another fixed draw of the examples (pretraining: other windows and masks of the
         same documents, PRETRAINING_EVAL_DRAWS). 1 for a fixed split (fine-tuning).
+      data_fingerprint: optional ``() -> dict``, what the train split's stream reads
+        (``bert_jax.data.fingerprint``): saved with each checkpoint and compared on
+        resume, so a saved position is never applied to other data. None: not checked.
     """
 
     tokenizer: Any
@@ -65,6 +68,7 @@ class Task:
     mean_weights: Callable | None = None
     loss_terms: tuple[str, ...] = ("loss",)
     eval_draws: int = 1
+    data_fingerprint: Callable[[], dict] | None = None
 
 
 # Draws of a short held-out split a pretraining task allows (Task.eval_draws).
