@@ -57,13 +57,20 @@ def input_faults(batch: dict[str, jax.Array], vocab_size: int | None) -> dict[st
     return {f"{DIAGNOSTIC}bad_input/{k}": v.astype(jnp.float32) for k, v in faults.items()}
 
 
+@jax.jit
+def _leaf_finite(params: Any) -> Any:
+    return jax.tree.map(lambda x: jnp.all(jnp.isfinite(x)), params)
+
+
 def check_params(params: Any, origin: str, remedy: str) -> None:
     """Raises before training when ``params`` (restored, imported or fresh) are not finite.
 
     Raises:
       FloatingPointError: naming ``origin``, the arrays and ``remedy``.
     """
-    flags = jax.device_get(jax.tree.map(lambda x: jnp.all(jnp.isfinite(x)), params))
+    # One jitted program: on several hosts every process runs the same one (eager ops on
+    # arrays spanning hosts left one host waiting in a collective the other had passed).
+    flags = jax.device_get(_leaf_finite(params))
     leaves = jax.tree_util.tree_flatten_with_path(flags)[0]
     bad = [jax.tree_util.keystr(path) for path, finite in leaves if not finite]
     if bad:
