@@ -1,4 +1,8 @@
-"""The package's shape: no import cycles in bert_jax/, every module under 300 lines.
+"""The package's shape: no import cycles in bert_jax/, modules under 300 lines.
+
+A module may run to 400 lines when it is one concept that reads better whole; its
+docstring then says so in a line holding "over 300 lines" (never split a concept only
+to fit a number, STYLE.md).
 
 The graph is read from the source with `ast`, so it also sees imports inside functions
 (the lazy ones that hide a cycle from Python's import machinery at load time).
@@ -12,6 +16,7 @@ import pathlib
 PACKAGE = "bert_jax"
 ROOT = pathlib.Path(__file__).resolve().parents[1] / PACKAGE
 MAX_LINES = 300
+HARD_MAX_LINES = 400
 
 
 def module_name(path: pathlib.Path) -> str:
@@ -140,10 +145,24 @@ def test_bert_jax_has_no_import_cycles():
     assert not lines, "modules importing each other in bert_jax/:\n" + "\n".join(lines)
 
 
-def test_every_module_is_under_300_lines():
-    too_long = {
-        str(path.relative_to(ROOT.parent)): length
-        for path in sorted(ROOT.rglob("*.py"))
-        if (length := len(path.read_text().splitlines())) >= MAX_LINES
-    }
-    assert not too_long, f"modules of {MAX_LINES}+ lines (split them): {too_long}"
+def says_why_it_is_long(source: str) -> bool:
+    docstring = ast.get_docstring(ast.parse(source)) or ""
+    return "over 300 lines" in " ".join(docstring.split()).lower()
+
+
+def test_every_module_is_under_300_lines_or_says_why_under_400():
+    too_long = {}
+    for path in sorted(ROOT.rglob("*.py")):
+        source = path.read_text()
+        length = len(source.splitlines())
+        if length >= HARD_MAX_LINES or (length >= MAX_LINES and not says_why_it_is_long(source)):
+            too_long[str(path.relative_to(ROOT.parent))] = length
+    assert not too_long, (
+        f"modules of {MAX_LINES}+ lines without 'over 300 lines' and a reason in their "
+        f"docstring, or of {HARD_MAX_LINES}+ lines (split them): {too_long}"
+    )
+
+
+def test_the_long_module_rule_reads_the_docstring():
+    assert says_why_it_is_long('"""A tally.\n\n(Over 300\nlines: one concept.)"""\n')
+    assert not says_why_it_is_long('"""A tally."""\n# over 300 lines\n')
