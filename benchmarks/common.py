@@ -133,7 +133,7 @@ BENCHMARK_RECIPES = {"bert": "recipe=short"}
 
 def load_recipe(name: str, arg: str = ""):
     """configs/NAME.py:ARG with the embedded corpus and vocabulary as absolute paths."""
-    from bert_jax.run_config import load_recipe as load
+    from bert_jax.runtime.run_config import load_recipe as load
 
     arg = ",".join(a for a in (BENCHMARK_RECIPES.get(name, ""), arg) if a)
     return load(f"configs/{name}.py:{arg}", data_root=REPO_ROOT / "data")

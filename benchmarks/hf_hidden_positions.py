@@ -133,7 +133,7 @@ def score(hf_model, batch: dict[str, np.ndarray], batch_size: int = 32) -> dict[
 
 def project_figure(workdir: str) -> dict:
     """The last held-out evaluation of ``WORKDIR/metrics.jsonl`` (the project's own)."""
-    from bert_jax import report
+    from bert_jax.cli import report
 
     evals = [r for r in report.read_metrics(workdir) if r["split"] == "eval"]
     if not evals or "mlm_mask_loss" not in evals[-1]:

@@ -14,7 +14,7 @@ Prints markdown tables (the README "Scaling" section):
 3. fsdp: bytes of parameters + optimizer state per device for BERT-large (AdamW) and
    T5-large (v1.1, Adafactor as its recipe) with `config.mesh.preset=fsdp` over 8 simulated
    devices, beside the unsharded total. The shardings are the train loop's
-   (`train.state_shardings`); Adafactor's factored moments have another rank than their
+   (`state.state_shardings`); Adafactor's factored moments have another rank than their
    parameters and stay replicated.
 
 Models use the published vocabularies (BERT 30,522 WordPieces, T5 32,128), not the
@@ -82,12 +82,12 @@ def compile_train_step(config, task, batch):
     """``(compiled step, seconds to lower and compile)`` on one CPU device."""
     import jax
 
-    from bert_jax import optim, train
-    from bert_jax.state import abstract_train_state
+    from bert_jax.training import loop, optim
+    from bert_jax.training.state import abstract_train_state
 
     tx, schedule = optim.create_optimizer(config.optim, config.train.num_steps)
     graphdef, abs_state, _ = abstract_train_state(task, tx, config.seed)
-    step = jax.jit(train.make_train_step(task, graphdef, tx, schedule), donate_argnums=(0,))
+    step = jax.jit(loop.make_train_step(task, graphdef, tx, schedule), donate_argnums=(0,))
     start = time.perf_counter()
     compiled = step.lower(abs_state, batch, jax.random.key(0)).compile()
     return compiled, time.perf_counter() - start
@@ -146,8 +146,9 @@ def scan_table(args) -> list[str]:
 def fsdp_table(args) -> list[str]:
     import jax
 
-    from bert_jax import optim, sharding
-    from bert_jax.state import abstract_train_state, state_shardings
+    from bert_jax.runtime import sharding
+    from bert_jax.training import optim
+    from bert_jax.training.state import abstract_train_state, state_shardings
 
     size = "tiny" if args.smoke else "large"
     rows = [

@@ -6,7 +6,7 @@
   python -m benchmarks.train_step --model=t5 --optimizer=adafactor   # T5's recipe optimizer
   python -m benchmarks.train_step --smoke                            # seconds; for the tests
 
-ours: `bert_jax.train.make_train_step` for the task `objectives.get_task` builds from
+ours: `bert_jax.training.loop.make_train_step` for the task `objectives.get_task` builds from
 configs/bert.py or configs/t5.py, jitted with the train loop's shardings and donation,
 on a mesh over the default JAX backend. peer: `transformers.BertForPreTraining` or
 `T5ForConditionalGeneration` built from the same shapes (`bert_weights.*.hf_config`), eager
@@ -30,7 +30,7 @@ import os
 import numpy as np
 
 from benchmarks import common
-from bert_jax import host_heap
+from bert_jax.runtime import host_heap
 
 SMOKE_MODEL = {
     "bert": {"hidden_size": 32, "num_heads": 2, "intermediate_size": 64, "num_layers": 1},
@@ -112,9 +112,10 @@ def make_ours(config, task, batch_np: dict[str, np.ndarray], steps: int):
     """Our jitted step, set up exactly as `train_and_evaluate` sets it up."""
     import jax
 
-    from bert_jax import optim, sharding, train
     from bert_jax.data import pipeline
-    from bert_jax.state import abstract_train_state, state_shardings
+    from bert_jax.runtime import sharding
+    from bert_jax.training import loop, optim
+    from bert_jax.training.state import abstract_train_state, state_shardings
 
     tx, schedule = optim.create_optimizer(config.optim, config.train.num_steps)
     mesh = sharding.create_mesh(config.mesh.shape)
@@ -125,7 +126,7 @@ def make_ours(config, task, batch_np: dict[str, np.ndarray], steps: int):
         data_sharding = sharding.data_sharding(mesh, rules)
         holder = {"state": jax.jit(init, out_shardings=shardings)()}
         train_step = jax.jit(
-            train.make_train_step(task, graphdef, tx, schedule),
+            loop.make_train_step(task, graphdef, tx, schedule),
             in_shardings=(shardings, data_sharding, None),
             out_shardings=(shardings, None),
             donate_argnums=(0,),
@@ -218,12 +219,12 @@ def make_peer(args, config, task, batch_np, steps: int, device: str):
 
 
 def flops_per_step(args, task) -> dict[str, float]:
-    """Analytic matmul FLOPs of one train step (`bert_jax.flops`, 3 x forward) per contender.
+    """Analytic matmul FLOPs of one train step (telemetry.flops, 3 x forward) per contender.
 
     The peer's BERT head scores all L positions (BertForPreTraining), ours only the P
     masked ones; T5 is FLOP-matched.
     """
-    from bert_jax import flops
+    from bert_jax.telemetry import flops
 
     config = task.model_config
     if args.model == "bert":
@@ -263,7 +264,7 @@ def main(argv=None) -> None:
         "--host_heap",
         choices=("reuse", "default"),
         default="reuse",
-        help="reuse: restart once with bert_jax.host_heap.TUNABLES (both contenders run "
+        help="reuse: restart once with bert_jax.runtime.host_heap.TUNABLES (both contenders run "
         "under them); default: glibc's own malloc settings",
     )
     args = parser.parse_args(argv)

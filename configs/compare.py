@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from bert_jax import run_config
+from bert_jax.runtime import run_config
 
 # Budget and model size of each scale= (dotted keys under compare).
 SCALES = {

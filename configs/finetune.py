@@ -40,7 +40,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from bert_jax.downstream.encoder_init import INITS
-from bert_jax.run_config import base_config, check_args, parse_arg, shrink_for_local_run
+from bert_jax.runtime.run_config import base_config, check_args, parse_arg, shrink_for_local_run
 
 # Training examples per task (SQuAD: questions; windows are a few percent more).
 TRAIN_SIZES = {

@@ -17,7 +17,7 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
-from bert_jax import run_config
+from bert_jax.runtime import run_config
 
 # Training length, batch and schedule of each recipe= (dotted config keys).
 RECIPES = {

@@ -39,7 +39,7 @@ import traceback
 import numpy as np
 from array_record.python.array_record_module import ArrayRecordWriter
 
-from bert_jax import cli_errors
+from bert_jax.cli import errors
 from bert_jax.data import jsonl_source, tokenized_source
 from bert_jax.data.tokenizer import Tokenizer
 from data_prep import output_directory
@@ -279,7 +279,7 @@ def main(argv=None) -> None:
             overwrite=args.overwrite,
         )
     except (ValueError, OSError) as error:  # a bad input, output or vocabulary: one line
-        if cli_errors.verbose_requested(sys.argv if argv is None else argv):
+        if errors.verbose_requested(sys.argv if argv is None else argv):
             traceback.print_exception(error)
         parser.exit(1, f"{parser.prog}: error: {' '.join(str(error).split())}\n")
     print(f"{args.output}: {len(manifest['shards'])} shards; {counters}")

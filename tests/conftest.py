@@ -78,7 +78,7 @@ def property_examples(count: int) -> int:
 
 def load_recipe(name: str, arg: str = "runlocal"):
     """configs/NAME.py:ARG with the embedded corpus and vocabulary as absolute paths."""
-    from bert_jax.run_config import load_recipe as load
+    from bert_jax.runtime.run_config import load_recipe as load
 
     return load(f"configs/{name}.py:{arg}", data_root=REPO_ROOT / "data")
 
@@ -88,7 +88,7 @@ def base_config_with(fields: dict):
 
     Hand-written test configs start here so that they have every default a recipe has.
     """
-    from bert_jax.run_config import base_config
+    from bert_jax.runtime.run_config import base_config
 
     config = base_config()
     config.update(fields)

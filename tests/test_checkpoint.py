@@ -8,7 +8,7 @@ import grain
 import jax.numpy as jnp
 import pytest
 
-from bert_jax.checkpoint import Checkpointer
+from bert_jax.checkpointing.checkpointer import Checkpointer
 from bert_jax.models.bert_config import BertConfig
 
 CONFIG = BertConfig(vocab_size=16, hidden_size=8, num_layers=1, num_heads=2, intermediate_size=8)

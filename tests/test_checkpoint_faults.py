@@ -15,15 +15,15 @@ import sys
 import pytest
 from conftest import REPO_ROOT, result_json, tiny_bert_config
 
-from bert_jax import train
-from bert_jax.checkpoint import CheckpointError
+from bert_jax.checkpointing.checkpointer import CheckpointError
+from bert_jax.training import loop
 
 SCENARIOS = r"""
 import json, os, shutil, subprocess, sys, time
 import grain, numpy as np
 import jax.numpy as jnp
-from bert_jax import checkpoint_guard
-from bert_jax.checkpoint import CheckpointError, Checkpointer
+from bert_jax.checkpointing import guard
+from bert_jax.checkpointing.checkpointer import CheckpointError, Checkpointer
 from bert_jax.models.bert_config import BertConfig
 
 CONFIG = BertConfig(vocab_size=16, hidden_size=8, num_layers=1, num_heads=2, intermediate_size=8)
@@ -71,7 +71,7 @@ if "tmpfs" in sys.argv:
 
     # The pre-check passes (metadata not counted) but the write does not fit: orbax's
     # background commit fails with ENOSPC, and check() (each step) raises it.
-    checkpoint_guard.METADATA_BYTES_PER_LEAF = 0
+    guard.METADATA_BYTES_PER_LEAF = 0
     directory, c = checkpointer("background", size="1M")
     noise = np.random.default_rng(0).integers(0, 2**32, 250_000, dtype=np.uint32)  # 1,000,000 B
 
@@ -107,7 +107,7 @@ needs_mount = pytest.mark.skipif(not _can_mount(), reason="needs unshare -m and 
 def test_checkpoints_path_that_is_a_file_fails_before_training(tmp_path, vocab_path, corpus_dir):
     (tmp_path / "checkpoints").write_text("")
     with pytest.raises(CheckpointError, match=r"checkpoints is a file \(Not a directory\)"):
-        train.train_and_evaluate(tiny_bert_config(), str(tmp_path))
+        loop.train_and_evaluate(tiny_bert_config(), str(tmp_path))
 
 
 def test_directory_replaced_by_a_file_mid_run_fails_the_next_save(tmp_path):
@@ -144,7 +144,7 @@ def test_cli_disk_full_is_one_error_line(tmp_path):
     workdir = tmp_path / "workdir"
     workdir.mkdir()
     command = (
-        f"mount -t tmpfs -o size=1M tmpfs {workdir} && exec {sys.executable} -m bert_jax.main "
+        f"mount -t tmpfs -o size=1M tmpfs {workdir} && exec {sys.executable} -m bert_jax "
         f"pretrain --config configs/bert.py:runlocal --workdir {workdir}"
     )
     proc = _run(["unshare", "-m", "sh", "-c", command], timeout=400)

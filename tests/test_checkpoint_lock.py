@@ -1,4 +1,4 @@
-"""One writing run per workdir (bert_jax/checkpoint_lock.py), with real processes."""
+"""One writing run per workdir (bert_jax/lock.py), with real processes."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ import pytest
 from conftest import REPO_ROOT
 from test_preemption import pretrain_command, start, wait_for
 
-from bert_jax import checkpoint_lock
+from bert_jax.checkpointing import lock
 
 # A process that holds the lock of a workdir until it is killed.
 HOLDER = r"""
 import threading
-from bert_jax import checkpoint_lock
-with checkpoint_lock.hold({workdir!r}):
+from bert_jax.checkpointing import lock
+with lock.hold({workdir!r}):
     print("HELD", flush=True)
     threading.Event().wait()
 """
@@ -54,7 +54,7 @@ def test_a_held_workdir_refuses_pretrain_and_a_killed_holder_is_taken_over(tmp_p
         record = {"step": 2, "split": "eval", "mlm_loss": 5.0, "unigram_xent": 6.0}
         (workdir / "metrics.jsonl").write_text(json.dumps(record) + "\n")
         read = subprocess.run(
-            [sys.executable, "-m", "bert_jax.main", "report", f"--workdir={workdir}"],
+            [sys.executable, "-m", "bert_jax", "report", f"--workdir={workdir}"],
             capture_output=True,
             text=True,
             timeout=300,
@@ -64,9 +64,9 @@ def test_a_held_workdir_refuses_pretrain_and_a_killed_holder_is_taken_over(tmp_p
     finally:
         holder.send_signal(signal.SIGKILL)  # no clean-up: the lock file stays behind
         holder.wait(timeout=60)
-    lock_path = workdir / checkpoint_lock.LOCK_NAME
+    lock_path = workdir / lock.LOCK_NAME
     assert json.loads(lock_path.read_text())["pid"] == holder.pid
-    with caplog.at_level(logging.WARNING), checkpoint_lock.hold(str(workdir)):
+    with caplog.at_level(logging.WARNING), lock.hold(str(workdir)):
         assert json.loads(lock_path.read_text())["pid"] == os.getpid()
     (warning,) = [r.getMessage() for r in caplog.records if "stale lock" in r.getMessage()]
     assert f"pid {holder.pid} (started " in warning
@@ -75,9 +75,9 @@ def test_a_held_workdir_refuses_pretrain_and_a_killed_holder_is_taken_over(tmp_p
 
 def test_the_lock_is_reentrant_in_one_process_and_released_after_an_error(tmp_path):
     workdir = str(tmp_path)
-    lock_path = pathlib.Path(workdir) / checkpoint_lock.LOCK_NAME
-    with pytest.raises(RuntimeError, match="inside"), checkpoint_lock.hold(workdir):
-        with checkpoint_lock.hold(workdir):  # a finetune around its train loop
+    lock_path = pathlib.Path(workdir) / lock.LOCK_NAME
+    with pytest.raises(RuntimeError, match="inside"), lock.hold(workdir):
+        with lock.hold(workdir):  # a finetune around its train loop
             assert lock_path.exists()
         assert lock_path.exists()  # still held by the outer block
         raise RuntimeError("inside")
@@ -115,4 +115,4 @@ def test_two_pretrains_on_one_workdir_together_and_one_second_apart(tmp_path):
     steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
     assert steps[-1] == 12
     assert list((workdir / "checkpoints" / "12" / "state").iterdir())  # arrays, not just a marker
-    assert not (workdir / checkpoint_lock.LOCK_NAME).exists()
+    assert not (workdir / lock.LOCK_NAME).exists()

@@ -1,4 +1,4 @@
-"""Nothing non-finite is ever saved; the stop and skip policies (bert_jax/finite_guard.py)."""
+"""Nothing non-finite is ever saved; the stop and skip policies (bert_jax/training/finite_guard.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import pytest
 from conftest import tiny_bert_config
 from flax import nnx
 
-from bert_jax import objectives, state, train
-from bert_jax.checkpoint import Checkpointer
+from bert_jax import objectives
+from bert_jax.checkpointing.checkpointer import Checkpointer
+from bert_jax.training import loop, state
 
 
 def _steps(workdir) -> list[int]:
@@ -45,16 +46,16 @@ def _exploding(**overrides):
 
 def test_fresh_run_that_explodes_says_no_checkpoint_was_written(tmp_path, vocab_path, corpus_dir):
     with pytest.raises(FloatingPointError, match="No checkpoint was written yet in .*checkpoints"):
-        train.train_and_evaluate(_exploding(**{"optim.warmup_steps": 0}), str(tmp_path))
+        loop.train_and_evaluate(_exploding(**{"optim.warmup_steps": 0}), str(tmp_path))
     assert _steps(tmp_path) == []
 
 
 def test_the_named_last_good_checkpoint_is_finite(tmp_path, vocab_path, corpus_dir):
     sane = tiny_bert_config(**{"train.checkpoint_every": 1, "train.num_steps": 2})
-    train.train_and_evaluate(sane, str(tmp_path))
+    loop.train_and_evaluate(sane, str(tmp_path))
     # Resumed at step 2 with lr 1e39, every update overflows: the next saves must not happen.
     with pytest.raises(FloatingPointError, match="last good checkpoint is step 2 in") as raised:
-        train.train_and_evaluate(_exploding(**{"optim.warmup_steps": 0}), str(tmp_path))
+        loop.train_and_evaluate(_exploding(**{"optim.warmup_steps": 0}), str(tmp_path))
     # The loss of step 3 was finite; its update was not: the run diverged, not the data.
     assert "training diverged: lower config.optim.learning_rate" in str(raised.value)
     assert _steps(tmp_path) == [1, 2]
@@ -73,7 +74,7 @@ def test_skip_policy_counts_skipped_updates_and_stops_after_n_in_a_row(
         }
     )
     with pytest.raises(FloatingPointError, match=r"3 steps in a row .*max_nonfinite_steps=3"):
-        train.train_and_evaluate(config, str(tmp_path))
+        loop.train_and_evaluate(config, str(tmp_path))
     with open(tmp_path / "metrics.jsonl") as f:
         records = [json.loads(line) for line in f]
     skipped = {r["step"]: r["nonfinite_skipped"] for r in records if r["split"] == "train"}
@@ -90,7 +91,7 @@ def test_skip_policy_counts_skipped_updates_and_stops_after_n_in_a_row(
 def test_a_policy_that_does_not_exist_is_named(tmp_path, vocab_path, corpus_dir):
     config = tiny_bert_config(**{"train.nonfinite_policy": "ignore"})
     with pytest.raises(ValueError, match="config.train.nonfinite_policy='ignore'"):
-        train.train_and_evaluate(config, str(tmp_path))
+        loop.train_and_evaluate(config, str(tmp_path))
 
 
 def _task_with(config, **fields):
@@ -115,7 +116,7 @@ def test_token_ids_past_the_vocabulary_are_named_as_the_data_not_the_learning_ra
 
     bad_data = dataclasses.replace(task, batches=batches)
     with pytest.raises(FloatingPointError) as raised:
-        train.train_and_evaluate(config, str(tmp_path), task=bad_data)
+        loop.train_and_evaluate(config, str(tmp_path), task=bad_data)
     message = str(raised.value)
     assert (
         f"The input batch of step 3 is bad (input_ids holds token ids >= the model's vocab_size "
@@ -132,7 +133,7 @@ def test_nonfinite_imported_weights_stop_before_the_first_step(tmp_path, vocab_p
     config = tiny_bert_config()
     task = _task_with(config, initial_params=damaged)
     with pytest.raises(FloatingPointError) as raised:
-        train.train_and_evaluate(config, str(tmp_path), task=task)
+        loop.train_and_evaluate(config, str(tmp_path), task=task)
     message = str(raised.value)
     assert message.startswith("the imported initial parameters")
     assert "hold non-finite values in 1 of " in message

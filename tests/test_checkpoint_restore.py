@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from conftest import tiny_bert_config
 
-from bert_jax import optim, state, train
-from bert_jax.checkpoint import Checkpointer, CheckpointError, optimizer_fingerprint
+from bert_jax.checkpointing.checkpointer import Checkpointer, CheckpointError, optimizer_fingerprint
 from bert_jax.models.bert_config import BertConfig
+from bert_jax.training import loop, optim, state
 
 CONFIG = BertConfig(vocab_size=64, hidden_size=8, num_layers=1, num_heads=2, intermediate_size=8)
 
@@ -155,8 +155,8 @@ def test_restore_params_equals_the_full_restore(tmp_path):
 def test_resume_skips_a_damaged_latest_checkpoint(tmp_path, vocab_path, corpus_dir):
     workdir = str(tmp_path)
     config = tiny_bert_config()  # checkpoints at steps 2 and 4
-    train.train_and_evaluate(config, workdir)
+    loop.train_and_evaluate(config, workdir)
     _truncate(tmp_path / "checkpoints" / "4" / "state" / "_METADATA")
-    resumed = train.train_and_evaluate(config, workdir)
+    resumed = loop.train_and_evaluate(config, workdir)
     assert resumed["start_step"] == 2 and resumed["step"] == 4
     assert (tmp_path / "checkpoints" / "corrupt" / "4").is_dir()

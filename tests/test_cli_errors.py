@@ -1,7 +1,7 @@
 """Bad inputs on the command line (issue 12): one ``bert-jax: error:`` line, exit 1 for a
 user error and 2 for a usage error, no traceback unless --verbose / BERT_JAX_VERBOSE=1.
 
-Every case is a real ``python -m bert_jax.main`` process. None gets past start-up, and
+Every case is a real ``python -m bert_jax`` process. None gets past start-up, and
 they run side by side (each spends ~3 s of CPU importing JAX), so the file stays well
 under a minute on 2 cores. The wider table of bad inputs is in the issue 12 note.
 """
@@ -15,16 +15,17 @@ import sys
 import pytest
 from conftest import REPO_ROOT
 
-from bert_jax import cli_errors
+from bert_jax.cli import errors
 
 TIMEOUT_S = 240
 RUNLOCAL = "--config=configs/bert.py:runlocal"
 # Stands in for a training loop that hits an OSError, to see how run() reports it.
 RAISE_IN_TRAIN = """
-from bert_jax import main, train
+from bert_jax.cli import main
+from bert_jax.training import loop
 def fail(config, workdir):
     raise NotADirectoryError(20, "Not a directory", {path!r})
-train.train_and_evaluate = fail
+loop.train_and_evaluate = fail
 main.run()
 """
 
@@ -44,7 +45,7 @@ def can_mount_read_only(directory) -> bool:
 def cli_cases(tmp_path) -> dict[str, dict]:
     """name -> command, expected exit code, strings the error line names, traceback wanted."""
     (tmp_path / "a_file").write_text("not a directory")
-    python = [sys.executable, "-m", "bert_jax.main"]
+    python = [sys.executable, "-m", "bert_jax"]
     pretrain = [*python, "pretrain", RUNLOCAL]
     workdir = f"--workdir={tmp_path / 'workdir'}"
     typo = [*pretrain, "--config.train.num_stepz=3", workdir]
@@ -113,12 +114,12 @@ def cli_results(tmp_path_factory):
     """Runs every case at once; name -> (case, exit code, stderr)."""
     cases = cli_cases(tmp_path_factory.mktemp("cli"))
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    env.pop(cli_errors.VERBOSE_ENV, None)
+    env.pop(errors.VERBOSE_ENV, None)
     procs = {
         name: subprocess.Popen(
             case["command"],
             cwd=REPO_ROOT,
-            env={**env, cli_errors.VERBOSE_ENV: "1"} if "BERT_JAX_VERBOSE" in name else env,
+            env={**env, errors.VERBOSE_ENV: "1"} if "BERT_JAX_VERBOSE" in name else env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -169,26 +170,26 @@ def test_a_bad_input_ends_in_one_error_line(cli_results, name):
     for expected in case["names"]:
         assert expected in last, last
     assert ("Traceback" in stderr) == case["traceback"], stderr[-3000:]
-    if code == cli_errors.EXIT_USAGE:  # one usage line before the error
-        assert stderr.strip().splitlines()[-2] == cli_errors.USAGE, stderr[-3000:]
+    if code == errors.EXIT_USAGE:  # one usage line before the error
+        assert stderr.strip().splitlines()[-2] == errors.USAGE, stderr[-3000:]
     elif not case["traceback"]:
         assert len(stderr.strip().splitlines()) <= 5, stderr[-3000:]  # no chained reports
 
 
 def test_verbose_is_read_from_the_command_line_and_the_environment(monkeypatch):
-    monkeypatch.delenv(cli_errors.VERBOSE_ENV, raising=False)
-    assert not cli_errors.verbose_requested(["bert-jax", "pretrain"])
-    assert cli_errors.verbose_requested(["bert-jax", "pretrain", "--verbose"])
-    assert not cli_errors.verbose_requested(["bert-jax", "--verbose", "--noverbose"])
-    monkeypatch.setenv(cli_errors.VERBOSE_ENV, "1")
-    assert cli_errors.verbose_requested(["bert-jax", "pretrain"])
+    monkeypatch.delenv(errors.VERBOSE_ENV, raising=False)
+    assert not errors.verbose_requested(["bert-jax", "pretrain"])
+    assert errors.verbose_requested(["bert-jax", "pretrain", "--verbose"])
+    assert not errors.verbose_requested(["bert-jax", "--verbose", "--noverbose"])
+    monkeypatch.setenv(errors.VERBOSE_ENV, "1")
+    assert errors.verbose_requested(["bert-jax", "pretrain"])
 
 
 def test_read_only_commands_want_an_existing_workdir(tmp_path):
-    with pytest.raises(cli_errors.UserError, match="does not exist; pretrain there first"):
-        cli_errors.check_workdir(str(tmp_path / "missing"), create=False)
+    with pytest.raises(errors.UserError, match="does not exist; pretrain there first"):
+        errors.check_workdir(str(tmp_path / "missing"), create=False)
     assert not (tmp_path / "missing").exists()  # evaluate/export never create it
-    cli_errors.check_workdir(str(tmp_path / "new" / "run"), create=True)
+    errors.check_workdir(str(tmp_path / "new" / "run"), create=True)
     assert (tmp_path / "new" / "run").is_dir() and not list((tmp_path / "new" / "run").iterdir())
 
 
@@ -200,11 +201,11 @@ def test_os_errors_are_matched_to_the_path_the_user_gave(tmp_path):
     }
 
     def field(filename):
-        return cli_errors.user_path_field(OSError(5, "Input/output error", filename), paths)
+        return errors.user_path_field(OSError(5, "Input/output error", filename), paths)
 
     assert field(str(tmp_path / "run" / "checkpoints" / "4")) == "--workdir"
     assert field(str(tmp_path / "shards" / "c4-train.3.json.gz")) == "config.data.train_pattern"
     assert field(str(tmp_path / "vocab" / "spm.model")) == "config.data.vocab_path"
     assert field(str(tmp_path / "vocab" / "other.model")) is None
     assert field(str(tmp_path / "run2")) is None  # a prefix of the name is not inside
-    assert cli_errors.user_path_field(ValueError("x"), paths) is None
+    assert errors.user_path_field(ValueError("x"), paths) is None

@@ -4,7 +4,7 @@ One row per (recipe, layout) and one workdir per row: ``pretrain`` once (with it
 evaluation; T5's greedy decodes an example), then ``evaluate``, ``report``, ``export``
 (loaded with transformers, one forward pass), ``finetune`` from the checkpoint and, where a
 sweep can pick the row, ``compare --cell``, which finds the row's run finished in its cell
-folder and scores it. The commands run in process through the functions ``bert_jax.main``
+folder and scores it. The commands run in process through the functions ``bert_jax.cli.main``
 dispatches to, on the recipe files and arguments a user gives (`run_config.load_recipe`)
 with runlocal's 4 steps of 8 x 64 tokens and 2 held-out batches. The 8-device FSDP preset
 runs in a subprocess (XLA reads the device count at start-up), checked the same way.
@@ -30,10 +30,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers is imported
 import pytest
 from conftest import REPO_ROOT, result_json, run_with_devices
 
-from bert_jax import evaluate, report, run_config, train
+from bert_jax.cli import evaluate, report
 from bert_jax.compare import cells, sweep
 from bert_jax.downstream import finetune
 from bert_jax.export import hf
+from bert_jax.runtime import run_config
+from bert_jax.training import loop
 
 DATA = REPO_ROOT / "data"
 # Sizes of the rows without a compare cell (those take the recipe's tiny preset).
@@ -138,7 +140,7 @@ def run_commands(name: str, root: str, mesh_preset: str = "") -> dict:
         workdir = sweep.cell_dir(sweep_dir, row.compare_cell, 0)
     config = _pretrain_config(row, mesh_preset)
     out: dict = {"num_steps": config.train.num_steps}
-    pretrained = train.train_and_evaluate(config, workdir)
+    pretrained = loop.train_and_evaluate(config, workdir)
     out["pretrain"] = {k: pretrained.get(k) for k in ("step", "eval", "example")}
     out["evaluate"] = evaluate.evaluate_checkpoint(config, workdir)
     summary = report.print_report(workdir)

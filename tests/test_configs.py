@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 
-from bert_jax import run_config
-from bert_jax.run_config import load_recipe
+from bert_jax.runtime import run_config
+from bert_jax.runtime.run_config import load_recipe
 
 VARIANTS = {
     "bert": {

@@ -355,7 +355,7 @@ def test_cli_with_an_all_empty_train_split_exits_with_one_error_line(tmp_path, r
     command = [
         sys.executable,
         "-c",
-        "from bert_jax.main import run; run()",
+        "from bert_jax.cli.main import run; run()",
         "pretrain",
         "--config=configs/bert.py:runlocal",
         f"--config.data.train_pattern={pattern}",
@@ -375,7 +375,7 @@ def test_cli_with_an_all_empty_train_split_exits_with_one_error_line(tmp_path, r
 def test_skip_counts_reach_metrics_jsonl_and_the_console(tmp_path, corpus_dir, caplog):
     from conftest import tiny_bert_config
 
-    from bert_jax import train
+    from bert_jax.training import loop
 
     with gzip.open(corpus_dir / "c4-train.00000-of-00004.json.gz", "rt") as f:
         lines = [line for _, line in zip(range(200), f, strict=False)]
@@ -386,7 +386,7 @@ def test_skip_counts_reach_metrics_jsonl_and_the_console(tmp_path, corpus_dir, c
         **{"data.train_pattern": str(tmp_path / "*.json.gz"), "train.num_steps": 2}
     )
     with caplog.at_level(logging.INFO), deadline(240):
-        train.train_and_evaluate(config, str(tmp_path / "workdir"))
+        loop.train_and_evaluate(config, str(tmp_path / "workdir"))
     with open(tmp_path / "workdir" / "metrics.jsonl") as f:
         records = [json.loads(line) for line in f]
     logged = [r for r in records if r["split"] == "train"]

@@ -1,4 +1,4 @@
-"""Multi-host start-up (bert_jax/distributed.py): where the settings come from, and a
+"""Multi-host start-up (bert_jax/runtime/distributed.py): where the settings come from, and a
 process whose peer never arrives exiting with one clear line instead of hanging or
 aborting in C++ (exit 134). Training across processes: test_multihost.py.
 """
@@ -14,7 +14,7 @@ import time
 import pytest
 from conftest import REPO_ROOT
 
-from bert_jax import distributed
+from bert_jax.runtime import distributed
 
 
 def _free_port() -> int:
@@ -25,7 +25,7 @@ def _free_port() -> int:
 
 def _lone_process(tmp_path, process_id: int, port: int) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "bert_jax.main", "pretrain", "--config=configs/bert.py:runlocal"]
+        [sys.executable, "-m", "bert_jax", "pretrain", "--config=configs/bert.py:runlocal"]
         + [f"--workdir={tmp_path / f'lone{process_id}'}", f"--coordinator_address=127.0.0.1:{port}"]
         + ["--num_processes=2", f"--process_id={process_id}"]
         + ["--config.distributed.init_timeout_s=10"],

@@ -7,7 +7,8 @@ import math
 
 from conftest import load_recipe
 
-from bert_jax import evaluate, train
+from bert_jax.cli import evaluate
+from bert_jax.training import loop
 
 
 def tiny_albert_config():
@@ -24,7 +25,7 @@ def tiny_albert_config():
 
 def test_albert_checkpoint_is_scored_on_nsp_and_sop_pairs(tmp_path, vocab_path, corpus_dir):
     config = tiny_albert_config()
-    result = train.train_and_evaluate(config, str(tmp_path))
+    result = loop.train_and_evaluate(config, str(tmp_path))
     assert result["step"] == config.train.num_steps
     scores = evaluate.evaluate_checkpoint(config, str(tmp_path))
     assert scores["step"] == config.train.num_steps
@@ -65,7 +66,7 @@ def test_held_out_sop_pairs_come_in_both_orders(vocab_path, corpus_dir):
 
     config = tiny_albert_config()
     task = objectives.get_task(config)
-    batches = train.eval_batches(config, task, 4)
+    batches = loop.eval_batches(config, task, 4)
     labels = np.concatenate([batch["pair_labels"] for batch in batches])
     assert labels.mean() == 0.5  # (B, A, 1) then (A, B, 0) for every consecutive pair
     for batch in batches:  # each consecutive pair twice: (B, A, 1) then (A, B, 0)
@@ -73,7 +74,7 @@ def test_held_out_sop_pairs_come_in_both_orders(vocab_path, corpus_dir):
         lengths = batch["input_mask"].sum(axis=1)
         assert np.array_equal(lengths[::2], lengths[1::2])
     # Training pairs keep the coin flip.
-    train_labels = next(iter(train.task_dataset(config, task, "train")))["pair_labels"]
+    train_labels = next(iter(loop.task_dataset(config, task, "train")))["pair_labels"]
     assert 0 < train_labels.sum() < len(train_labels)
 
 

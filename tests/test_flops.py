@@ -10,10 +10,12 @@ import pytest
 from conftest import load_recipe
 
 from benchmarks.scale_figures import abstract_batch
-from bert_jax import flops, objectives, optim, train
-from bert_jax.metric_writer import MetricWriter
+from bert_jax import objectives
 from bert_jax.models.bert_config import sized_config
-from bert_jax.state import abstract_train_state
+from bert_jax.telemetry import flops
+from bert_jax.telemetry.metric_writer import MetricWriter
+from bert_jax.training import loop, optim
+from bert_jax.training.state import abstract_train_state
 
 
 # The recipes' tiny sizes (H = 128) at sequence 128: there the matmuls are ~95% of what
@@ -31,7 +33,7 @@ def test_analytic_flops_are_within_ten_percent_of_xla(family, vocab_path):
     tx, schedule = optim.create_optimizer(config.optim, config.train.num_steps)
     graphdef, abs_state, _ = abstract_train_state(task, tx, config.seed)
     batch = abstract_batch(family, batch=8, length=128)
-    step = jax.jit(train.make_train_step(task, graphdef, tx, schedule))
+    step = jax.jit(loop.make_train_step(task, graphdef, tx, schedule))
     compiled = step.lower(abs_state, batch, jax.random.key(0)).compile()
     xla_flops = compiled.cost_analysis()["flops"]
     shapes = {name: spec.shape for name, spec in batch.items()}

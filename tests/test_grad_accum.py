@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 from conftest import load_recipe, tiny_bert_config
 
-from bert_jax import objectives, optim, sharding, train, train_step
-from bert_jax.state import abstract_train_state
+from bert_jax import objectives
+from bert_jax.runtime import sharding
+from bert_jax.training import loop, optim, step
+from bert_jax.training.state import abstract_train_state
 
 BATCH = 8
 
@@ -25,7 +27,7 @@ def _setup(config):
 
 
 def _step(task, graphdef, tx, schedule, state, batch, microbatches, repeats=1):
-    step = jax.jit(train.make_train_step(task, graphdef, tx, schedule, microbatches))
+    step = jax.jit(loop.make_train_step(task, graphdef, tx, schedule, microbatches))
     runs = [step(state, batch, jax.random.key(0)) for _ in range(repeats)]
     outputs = [(jax.device_get(s.params), jax.device_get(m)) for s, m in runs]
     return outputs[0] if repeats == 1 else outputs
@@ -52,7 +54,7 @@ def test_four_microbatches_equal_one_large_batch(family, vocab_path, corpus_dir)
     # tokens) differ, which is what weighting microbatches by their counts is for.
     name = "masked_lm_weights" if family == "bert" else "decoder_loss_weights"
     batch[name][0, 2:] = 0
-    counts = train_step.split_microbatches(batch[name], 4).reshape(4, -1).sum(axis=1)
+    counts = step.split_microbatches(batch[name], 4).reshape(4, -1).sum(axis=1)
     assert len(set(np.asarray(counts).tolist())) > 1, counts
     params_big, metrics_big = _step(task, graphdef, tx, schedule, state, batch, 1)
     params_acc, metrics_acc = _step(task, graphdef, tx, schedule, state, batch, 4)
@@ -81,9 +83,9 @@ def test_dropout_per_microbatch_is_deterministic(vocab_path, corpus_dir):
 def test_batch_that_does_not_divide_names_the_keys():
     mesh = sharding.create_mesh((1, 1, 1))
     with pytest.raises(ValueError, match="batch_size=8.*gradient_accumulation_steps=3"):
-        train_step.check_batch_divides(8, 3, mesh)
+        step.check_batch_divides(8, 3, mesh)
     with pytest.raises(ValueError, match="gradient_accumulation_steps must be a positive"):
-        train_step.check_batch_divides(8, 0, mesh)
+        step.check_batch_divides(8, 0, mesh)
     with pytest.raises(ValueError, match="config.train.batch_size must be a positive int, got -8"):
-        train_step.check_batch_divides(-8, 1, mesh)  # -8 % 1 == 0: divisible, yet no batch
-    train_step.check_batch_divides(8, 4, mesh)
+        step.check_batch_divides(-8, 1, mesh)  # -8 % 1 == 0: divisible, yet no batch
+    step.check_batch_divides(8, 4, mesh)

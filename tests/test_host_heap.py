@@ -9,14 +9,14 @@ import textwrap
 
 import pytest
 
-from bert_jax import host_heap
+from bert_jax.runtime import host_heap
 
 # A step whose XLA temporary (exp(x), 64 MiB, a matmul operand) is far above glibc's
 # 32 MiB mmap threshold; prints the minor page faults of 20 executions after warm-up.
 SCRIPT = textwrap.dedent(
     """
     import os, resource, sys
-    from bert_jax import host_heap
+    from bert_jax.runtime import host_heap
     if sys.argv[1] == "reuse":
         host_heap.reexec_with_heap_reuse()
     import jax, jax.numpy as jnp

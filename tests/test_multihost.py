@@ -25,7 +25,8 @@ from bert_jax.objectives.bert_task import BertDataConfig, BertObjective
 SCRIPT = r"""
 import json, os, sys
 sys.path.insert(0, {tests_dir!r})
-from bert_jax import distributed, run_config
+from bert_jax.runtime import distributed
+from bert_jax.runtime import run_config
 distributed.initialize(
     distributed.resolve(coordinator_address=None, num_processes=None, process_id=None,
                         environ=os.environ, auto_detect=False),
@@ -34,7 +35,7 @@ distributed.initialize(
 import jax, numpy as np
 from jax.experimental import multihost_utils
 from conftest import load_recipe, tiny_bert_config
-from bert_jax import train
+from bert_jax.training import loop
 
 def configure(name):
     config = tiny_bert_config() if name == "bert" else load_recipe("t5")
@@ -54,7 +55,7 @@ def configure(name):
 
 for name in ("bert", "t5"):
     workdir = os.path.join({workdir!r}, name)
-    result = train.train_and_evaluate(configure(name), workdir, stop_at={stop_at})
+    result = loop.train_and_evaluate(configure(name), workdir, stop_at={stop_at})
     # Every host's shards of the parameters, gathered whole on every host; process 0 saves them.
     params = multihost_utils.process_allgather(result["state"].params, tiled=True)
     if jax.process_index() == 0:
@@ -202,8 +203,11 @@ import sys
 sys.path.insert(0, {tests_dir!r})
 import jax, jax.numpy as jnp
 from conftest import load_recipe
-from bert_jax import objectives, optim, sharding, train
-from bert_jax.state import abstract_train_state, state_shardings
+from bert_jax import objectives
+from bert_jax.training import optim
+from bert_jax.runtime import sharding
+from bert_jax.training import loop
+from bert_jax.training.state import abstract_train_state, state_shardings
 config = load_recipe("t5")
 config.model.update(d_model=32, num_heads=2, d_ff=64)
 mesh = sharding.create_mesh((2, 2, 2))

@@ -10,7 +10,7 @@ import optax
 import pytest
 from conftest import load_recipe
 
-from bert_jax import optim
+from bert_jax.training import optim
 
 
 def _optim(**overrides) -> ml_collections.ConfigDict:

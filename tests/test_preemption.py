@@ -1,4 +1,4 @@
-"""SIGTERM / Ctrl-C (bert_jax/preemption.py): finish the step, save, wait, exit 75.
+"""SIGTERM / Ctrl-C (bert_jax/training/preemption.py): finish the step, save, wait, exit 75.
 
 Real signals to real processes: the CLI on a tiny BERT, a script whose data never
 arrives (blocked before the first step), and two hosts joined by jax.distributed of
@@ -20,8 +20,8 @@ import orbax.checkpoint as ocp
 import pytest
 from conftest import REPO_ROOT
 
-from bert_jax import preemption
-from bert_jax.preemption import EXIT_PREEMPTED, Preemption, exit_forced
+from bert_jax.training import preemption
+from bert_jax.training.preemption import EXIT_PREEMPTED, Preemption, exit_forced
 
 # configs/bert.py:recipe=short,runlocal shrunk as conftest.tiny_bert_config shrinks it.
 TINY = [
@@ -37,7 +37,7 @@ STOPPED = re.compile(r"stopped at step (\d+) of (\d+); rerun the same command to
 
 
 def pretrain_command(workdir, *overrides: str) -> list[str]:
-    return [sys.executable, "-m", "bert_jax.main", "pretrain", f"--workdir={workdir}"] + [
+    return [sys.executable, "-m", "bert_jax", "pretrain", f"--workdir={workdir}"] + [
         *TINY,
         *overrides,
     ]
@@ -116,7 +116,8 @@ BLOCKED_SCRIPT = r"""
 import dataclasses, sys, threading
 sys.path.insert(0, {tests_dir!r})
 from conftest import tiny_bert_config
-from bert_jax import objectives, train
+from bert_jax import objectives
+from bert_jax.training import loop
 
 def stuck(split, global_batch_size):
     print("BLOCKED", flush=True)
@@ -126,7 +127,7 @@ def stuck(split, global_batch_size):
 config = tiny_bert_config()
 config.train.stop_grace_s = {grace}
 task = dataclasses.replace(objectives.get_task(config), batches=stuck)
-train.train_and_evaluate(config, {workdir!r}, task=task)
+loop.train_and_evaluate(config, {workdir!r}, task=task)
 """
 
 

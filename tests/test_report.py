@@ -11,8 +11,9 @@ from conftest import tiny_bert_config
 from PIL import Image
 from tensorboardX.proto import event_pb2
 
-from bert_jax import report, train
-from bert_jax.metric_writer import MetricWriter
+from bert_jax.cli import report
+from bert_jax.telemetry.metric_writer import MetricWriter
+from bert_jax.training import loop
 
 KIND_KEYS = [
     f"mlm_{kind}_{what}"
@@ -38,7 +39,7 @@ def tensorboard_tags(directory) -> set[str]:
 @pytest.fixture(scope="module")
 def bert_workdir(tmp_path_factory, vocab_path, corpus_dir):
     workdir = tmp_path_factory.mktemp("bert_report")
-    train.train_and_evaluate(tiny_bert_config(**{"train.eval_every": 2}), str(workdir))
+    loop.train_and_evaluate(tiny_bert_config(**{"train.eval_every": 2}), str(workdir))
     return workdir
 
 

@@ -10,8 +10,8 @@ import shutil
 import pytest
 from conftest import CORPUS_DIR, tiny_bert_config
 
-from bert_jax import train
-from bert_jax.checkpoint import CheckpointMismatchError
+from bert_jax.checkpointing.checkpointer import CheckpointMismatchError
+from bert_jax.training import loop
 
 ALL_SHARDS = str(CORPUS_DIR / "c4-train.*.json.gz")
 THREE_SHARDS = str(CORPUS_DIR / "c4-train.0000[0-2]-of-00004.json.gz")
@@ -21,7 +21,7 @@ THREE_SHARDS = str(CORPUS_DIR / "c4-train.0000[0-2]-of-00004.json.gz")
 def trained(tmp_path_factory, vocab_path, corpus_dir):
     """A workdir with a checkpoint at step 2 of the tiny run (read-only: tests copy it)."""
     workdir = tmp_path_factory.mktemp("resume_data") / "run"
-    train.train_and_evaluate(tiny_bert_config(**{"train.num_steps": 2}), str(workdir))
+    loop.train_and_evaluate(tiny_bert_config(**{"train.num_steps": 2}), str(workdir))
     return workdir
 
 
@@ -42,7 +42,7 @@ def test_other_files_and_sequence_length_are_refused_naming_each_field(trained, 
         **{"train.num_steps": 4, "data.train_pattern": THREE_SHARDS, "data.max_seq_length": 48}
     )
     with pytest.raises(CheckpointMismatchError) as raised:
-        train.train_and_evaluate(other, str(workdir))
+        loop.train_and_evaluate(other, str(workdir))
     message = str(raised.value)
     assert "\n" not in message
     assert f"config.data.train_pattern: {ALL_SHARDS!r} -> {THREE_SHARDS!r} (4 files (" in message
@@ -58,7 +58,7 @@ def test_allow_new_data_restarts_the_stream_and_says_so(trained, tmp_path, caplo
         **{**RESUME_ONLY, "data.train_pattern": THREE_SHARDS, "data.allow_new_data": True}
     )
     with caplog.at_level(logging.WARNING):
-        result = train.train_and_evaluate(other, str(workdir))
+        result = loop.train_and_evaluate(other, str(workdir))
     assert result["start_step"] == 2
     assert "the data stream restarts from its beginning" in caplog.text
     assert "config.data.train_pattern" in caplog.text
@@ -74,7 +74,7 @@ def test_a_moved_corpus_resumes_unchanged(trained, tmp_path, caplog):
         **{**RESUME_ONLY, "data.train_pattern": str(moved / "c4-train.*.json.gz")}
     )
     with caplog.at_level(logging.WARNING):
-        result = train.train_and_evaluate(config, str(workdir))
+        result = loop.train_and_evaluate(config, str(workdir))
     assert result["start_step"] == 2 and "restarts" not in caplog.text
 
 
@@ -92,8 +92,8 @@ def test_a_checkpoint_from_before_the_record_resumes_but_not_onto_another_source
         **{**RESUME_ONLY, "data.source": "text", "data.train_pattern": str(texts)}
     )
     with pytest.raises(CheckpointMismatchError, match="does not fit config.data .*allow_new_data"):
-        train.train_and_evaluate(other, str(workdir))
+        loop.train_and_evaluate(other, str(workdir))
     with caplog.at_level(logging.WARNING):
-        result = train.train_and_evaluate(tiny_bert_config(**RESUME_ONLY), str(workdir))
+        result = loop.train_and_evaluate(tiny_bert_config(**RESUME_ONLY), str(workdir))
     assert result["start_step"] == 2
     assert "records no description of its data" in caplog.text

@@ -8,7 +8,7 @@ import pytest
 from conftest import REPO_ROOT, result_json, run_with_devices
 from jax.sharding import PartitionSpec
 
-from bert_jax import run_config, sharding
+from bert_jax.runtime import run_config, sharding
 
 
 def test_a_mesh_axis_is_used_once_per_spec():
@@ -67,8 +67,11 @@ sys.path.insert(0, {tests_dir!r})
 import jax
 from flax import nnx
 from conftest import tiny_bert_config
-from bert_jax import objectives, optim, sharding, train
-from bert_jax.state import abstract_train_state, state_shardings
+from bert_jax import objectives
+from bert_jax.training import optim
+from bert_jax.runtime import sharding
+from bert_jax.training import loop
+from bert_jax.training.state import abstract_train_state, state_shardings
 from bert_jax.data import pipeline
 
 BATCH = 16
@@ -94,7 +97,7 @@ for name, preset, tensor, accumulation in (
         data_sharding = sharding.data_sharding(mesh, rules)
         state = jax.jit(init, out_shardings=shardings)()
         step = jax.jit(
-            train.make_train_step(task, graphdef, tx, schedule, accumulation),
+            loop.make_train_step(task, graphdef, tx, schedule, accumulation),
             in_shardings=(shardings, data_sharding, None),
             out_shardings=(shardings, None),
         )

@@ -1,4 +1,4 @@
-"""bert_jax.state: a params-only restore that needs nothing but the workdir and a mesh."""
+"""bert_jax.training.state: a params-only restore that needs nothing but the workdir and a mesh."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 from conftest import load_recipe, tiny_bert_config
 
-from bert_jax import objectives, optim, run_config, sharding, state, train
-from bert_jax.checkpoint import Checkpointer
+from bert_jax import objectives
+from bert_jax.checkpointing.checkpointer import Checkpointer
 from bert_jax.downstream import encoder_init, text_to_text
+from bert_jax.runtime import run_config, sharding
+from bert_jax.training import loop, optim, state
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +23,7 @@ def pretrained(tmp_path_factory, vocab_path, corpus_dir):
     """A two-step tiny BERT pretraining workdir and its config."""
     workdir = str(tmp_path_factory.mktemp("pretrain"))
     config = tiny_bert_config(**{"train.num_steps": 2})
-    train.train_and_evaluate(config, workdir)
+    loop.train_and_evaluate(config, workdir)
     return config, workdir
 
 
@@ -128,7 +130,7 @@ def test_t5_fine_tuning_starts_from_the_whole_pretrained_encoder_decoder(tmp_pat
     )
     pretrain.train.num_steps = 1
     workdir = str(tmp_path / "t5")
-    train.train_and_evaluate(pretrain, workdir)
+    loop.train_and_evaluate(pretrain, workdir)
     config = run_config.load_recipe("configs/finetune.py:model=t5,init=pretrained,runlocal")
     config.data.vocab_path = vocab_path
     config.finetune.init_workdir = workdir

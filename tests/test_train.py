@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT, result_json, run_with_devices, tiny_bert_config
 
-from bert_jax import flops, train
-from bert_jax.checkpoint import Checkpointer
+from bert_jax.checkpointing.checkpointer import Checkpointer
+from bert_jax.telemetry import flops
+from bert_jax.training import loop
 
 
 def _metrics(workdir) -> list[dict]:
@@ -23,7 +24,7 @@ def _metrics(workdir) -> list[dict]:
 
 
 def test_runlocal_trains_evaluates_and_checkpoints(tmp_path, vocab_path, corpus_dir):
-    result = train.train_and_evaluate(tiny_bert_config(), str(tmp_path))
+    result = loop.train_and_evaluate(tiny_bert_config(), str(tmp_path))
     assert result["step"] == 4
     for key in ("mlm_loss", "mlm_accuracy", "pair_accuracy", "unigram_xent", "majority_accuracy"):
         assert np.isfinite(result["eval"][key]), key
@@ -51,10 +52,10 @@ def test_resume_gives_bit_identical_parameters(tmp_path, vocab_path, corpus_dir)
             "model.dropout_rate": 0.1,  # dropout keys must follow the step too
         }
     )
-    straight = train.train_and_evaluate(config, str(tmp_path / "straight"))
-    first = train.train_and_evaluate(config, str(tmp_path / "resumed"), stop_at=3)
+    straight = loop.train_and_evaluate(config, str(tmp_path / "straight"))
+    first = loop.train_and_evaluate(config, str(tmp_path / "resumed"), stop_at=3)
     assert first["step"] == 3
-    resumed = train.train_and_evaluate(config, str(tmp_path / "resumed"))
+    resumed = loop.train_and_evaluate(config, str(tmp_path / "resumed"))
     assert resumed["start_step"] == 3 and resumed["step"] == 6
     leaves_a = jax.tree.leaves(jax.device_get(straight["state"].params))
     leaves_b = jax.tree.leaves(jax.device_get(resumed["state"].params))
@@ -68,10 +69,10 @@ def test_resume_gives_bit_identical_parameters(tmp_path, vocab_path, corpus_dir)
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, vocab_path, corpus_dir):
     workdir = str(tmp_path)
-    train.train_and_evaluate(tiny_bert_config(**{"train.num_steps": 2}), workdir)
+    loop.train_and_evaluate(tiny_bert_config(**{"train.num_steps": 2}), workdir)
     exploding = tiny_bert_config(**{"optim.learning_rate": float("inf"), "optim.warmup_steps": 0})
     with pytest.raises(FloatingPointError, match="last good checkpoint is step 2"):
-        train.train_and_evaluate(exploding, workdir)
+        loop.train_and_evaluate(exploding, workdir)
     config = tiny_bert_config()
     checkpointer = Checkpointer(
         os.path.join(workdir, "checkpoints"), keep=2, model_config=_model_config(config)
@@ -86,10 +87,10 @@ def _model_config(config):
 
 
 def test_checkpoint_of_another_model_is_refused(tmp_path, vocab_path, corpus_dir):
-    train.train_and_evaluate(tiny_bert_config(**{"train.num_steps": 2}), str(tmp_path))
+    loop.train_and_evaluate(tiny_bert_config(**{"train.num_steps": 2}), str(tmp_path))
     other = tiny_bert_config(**{"model.hidden_size": 64})
     with pytest.raises(ValueError, match="different model.*hidden_size"):
-        train.train_and_evaluate(other, str(tmp_path))
+        loop.train_and_evaluate(other, str(tmp_path))
 
 
 def test_cli_reports_config_typo_by_name(tmp_path, vocab_path):
@@ -97,7 +98,7 @@ def test_cli_reports_config_typo_by_name(tmp_path, vocab_path):
         [
             sys.executable,
             "-m",
-            "bert_jax.main",
+            "bert_jax",
             "pretrain",
             "--config",
             "configs/bert.py:runlocal",
@@ -120,11 +121,12 @@ import json, sys
 sys.path.insert(0, {tests_dir!r})
 import jax
 from conftest import tiny_bert_config
-from bert_jax import sharding, train
+from bert_jax.runtime import sharding
+from bert_jax.training import loop
 
 mesh_shape = tuple({mesh_shape})
 config = tiny_bert_config(**{{"mesh.shape": mesh_shape, "train.checkpoint_every": 100}})
-result = train.train_and_evaluate(config, {workdir!r})
+result = loop.train_and_evaluate(config, {workdir!r})
 out = {{"devices": jax.device_count(), "losses": [], "specs_ok": True, "bad": []}}
 with open({workdir!r} + "/metrics.jsonl") as f:
     out["losses"] = [json.loads(l)["loss"] for l in f if '"train"' in l]
@@ -140,7 +142,7 @@ jax.tree_util.tree_map_with_path(check, params, is_leaf=lambda x: isinstance(x, 
 if {restore_shape}:
     # Restore the same checkpoint onto another mesh and train one more step.
     config2 = tiny_bert_config(**{{"mesh.shape": tuple({restore_shape}), "train.num_steps": 5}})
-    result2 = train.train_and_evaluate(config2, {workdir!r})
+    result2 = loop.train_and_evaluate(config2, {workdir!r})
     leaf = jax.tree.leaves(result2["state"].params)[0]
     out["restored_mesh"] = dict(leaf.sharding.mesh.shape)
     out["restored_start"] = result2["start_step"]
@@ -174,7 +176,7 @@ def test_eight_device_mesh_matches_one_device(tmp_path, vocab_path, corpus_dir):
 def test_relative_workdir_checkpoints_are_committed(tmp_path, monkeypatch, vocab_path, corpus_dir):
     # Regression: orbax's async commit failed on a relative path and the next save hung.
     monkeypatch.chdir(tmp_path)
-    result = train.train_and_evaluate(tiny_bert_config(), "relative_workdir")
+    result = loop.train_and_evaluate(tiny_bert_config(), "relative_workdir")
     assert result["step"] == 4
     names = sorted(p.name for p in (tmp_path / "relative_workdir" / "checkpoints").iterdir())
     assert "2" in names and "4" in names
@@ -199,7 +201,7 @@ def test_bfloat16_compute_trains_like_float32(tmp_path, vocab_path, corpus_dir):
                 "optim.warmup_steps": 30,
             }
         )
-        results[dtype] = train.train_and_evaluate(config, str(tmp_path / dtype))
+        results[dtype] = loop.train_and_evaluate(config, str(tmp_path / dtype))
     state = results["bfloat16"]["state"]
     assert {x.dtype for x in jax.tree.leaves(state.params)} == {np.dtype("float32")}
     assert {x.dtype for x in jax.tree.leaves(state.opt_state) if x.ndim} == {np.dtype("float32")}

@@ -20,7 +20,7 @@ from typing import Any
 
 import ml_collections
 
-from bert_jax import run_config
+from bert_jax.runtime import run_config
 
 FAMILIES = {"encoder": "configs/bert.py", "encoder_decoder": "configs/t5.py"}
 

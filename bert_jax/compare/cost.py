@@ -4,8 +4,8 @@
 
 For each architecture of the sweep (the BERT encoder, the T5 encoder-decoder with its
 baseline objective) prints tokens per cell, model FLOPs per step and per cell
-(`bert_jax.flops`: matmul FLOPs, 3 x forward, as MaxText counts them) and the hours one
-cell takes on each accelerator of `bert_jax.flops.PEAK_FLOPS` at that MFU (bfloat16).
+(`bert_jax.telemetry.flops`: matmul FLOPs, 3 x forward, as MaxText counts them) and the hours one
+cell takes on each accelerator of `bert_jax.telemetry.flops.PEAK_FLOPS` at that MFU (bfloat16).
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from __future__ import annotations
 from absl import app, flags
 from ml_collections import config_flags
 
-from bert_jax import flops, objectives
+from bert_jax import objectives
 from bert_jax.compare import cells
 from bert_jax.objectives.t5_task import T5DataConfig, T5Objective
+from bert_jax.telemetry import flops
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/compare.py", "Sweep config.")
 flags.DEFINE_float("mfu", 0.4, "Model FLOPs utilisation assumed for the device-hours.")

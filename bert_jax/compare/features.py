@@ -19,8 +19,9 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from bert_jax import objectives, sharding
-from bert_jax.state import abstract_train_state, restore_params
+from bert_jax import objectives
+from bert_jax.runtime import sharding
+from bert_jax.training.state import abstract_train_state, restore_params
 
 
 class Encoder:

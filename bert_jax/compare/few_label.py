@@ -16,8 +16,8 @@ import os
 
 import ml_collections
 
-from bert_jax import run_config
 from bert_jax.downstream import finetune, glue
+from bert_jax.runtime import run_config
 
 _MODEL_FIELDS = {
     "bert": ("size", "num_layers", "hidden_size", "num_heads", "intermediate_size"),

@@ -24,8 +24,8 @@ import time
 import numpy as np
 from absl import app, flags
 
-from bert_jax import run_config
 from bert_jax.compare import suite
+from bert_jax.runtime import run_config
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("pretrained", None, "Pretraining workdir (its latest checkpoint).")

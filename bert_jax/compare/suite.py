@@ -31,8 +31,9 @@ import math
 
 import ml_collections
 
-from bert_jax import evaluate, sharding
+from bert_jax.cli import evaluate
 from bert_jax.compare import features, few_label, probes
+from bert_jax.runtime import sharding
 
 TASKS = ("rt_probe", "lee", "pairs", "rt_finetune")
 EVAL_SEED = 0
@@ -68,7 +69,7 @@ def pair_scores(encoder: features.Encoder, config, num_examples: int) -> dict[st
     """Sentence-pair accuracy on NSP-style and SOP-style held-out pairs; MLM accuracy.
 
     The same held-out pairs for every cell and seed (drawn with ``EVAL_SEED``), through
-    `bert_jax.evaluate.pair_cross_evaluation` (``bert-jax evaluate``'s own path).
+    `bert_jax.cli.evaluate.pair_cross_evaluation` (``bert-jax evaluate``'s own path).
     """
     pairs_config = copy.deepcopy(config)
     pairs_config.seed = EVAL_SEED

@@ -10,7 +10,7 @@ Layout of the sweep workdir::
 Resumable and parallel-safe: a (cell, seed) with a result.json is never redone; one
 without resumes from its newest checkpoint (the train loop's own resume); SIGTERM or
 Ctrl-C during pretraining stops with a durable checkpoint and exit 75
-(bert_jax/preemption.py), like ``bert-jax pretrain``. Different cells write different
+(bert_jax/training/preemption.py), like ``bert-jax pretrain``. Different cells write different
 folders, so ``--cell NAME`` runs can share DIR from many machines (a job array);
 ``bert-jax compare --report DIR`` then collects them; ``--import_results FILE`` brings
 the finished runs of another workdir's results.json in first (`import_runs`).
@@ -27,8 +27,9 @@ import time
 
 import ml_collections
 
-from bert_jax import report, train
+from bert_jax.cli import report
 from bert_jax.compare import cells, results, suite
+from bert_jax.training import loop
 
 RESULT = "result.json"
 
@@ -70,7 +71,7 @@ def _pretrain(config: ml_collections.ConfigDict, directory: str) -> dict:
             raise ValueError(f"{timing_path}: no number 'wall_s'; delete it to count from 0")
     start = time.monotonic()
     try:
-        out = train.train_and_evaluate(config, directory)
+        out = loop.train_and_evaluate(config, directory)
     finally:  # a preempted segment's time counts too
         _write_json(timing_path, {"wall_s": spent + time.monotonic() - start})
     train_records, eval_records = _records(directory, "train"), _records(directory, "eval")

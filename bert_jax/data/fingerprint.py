@@ -20,7 +20,7 @@ import os
 
 import jax
 
-from bert_jax.checkpoint_guard import CheckpointMismatchError
+from bert_jax.checkpointing.guard import CheckpointMismatchError
 from bert_jax.data.jsonl_source import expand_patterns
 from bert_jax.data.tokenized_source import file_sha256
 

@@ -2,7 +2,7 @@
 
 - `runner`: the task type, `FinetuneTask` (what the model is, how a split becomes
   batches, how outputs are scored), `predict`, and `run`: build -> train (the
-  pretraining loop, `bert_jax.train.train_and_evaluate`) -> predict -> score -> write.
+  pretraining loop, `bert_jax.training.loop.train_and_evaluate`) -> predict -> score -> write.
 - `batching`: the one ``Task.batches`` of fine-tuning: indexed rows, shuffled for training, padded
   single passes for evaluation.
 - The task builders, each returning a `FinetuneTask`: `classification` (GLUE and

@@ -5,7 +5,7 @@
 - ``pretrained``: the latest checkpoint of ``config.finetune.init_workdir``. Its
   model hyperparameters are read from the checkpoint itself (so size overrides
   used for pretraining need not be repeated). Only the parameters are read
-  (`bert_jax.state.restore_params`: no optimizer, no recipe) and their ``encoder``
+  (`bert_jax.training.state.restore_params`: no optimizer, no recipe) and their ``encoder``
   subtree is kept.
 - ``hf``: ``config.finetune.hf_dir`` read by `bert_jax.export.hf.load_hf`; a
   ``vocab.txt`` there selects the WordPiece tokenizer, else our sentencepiece one.
@@ -28,13 +28,13 @@ import jax
 import ml_collections
 from flax import nnx
 
-from bert_jax import run_config, sharding
 from bert_jax.data.downloads import hf_dir_from_wheel
 from bert_jax.data.tokenizer import Tokenizer
 from bert_jax.data.wordpiece import WordPieceTokenizer
 from bert_jax.models import bert
 from bert_jax.objectives import bert_task
-from bert_jax.state import model_spec, restore_params, saved_model_config
+from bert_jax.runtime import run_config, sharding
+from bert_jax.training.state import model_spec, restore_params, saved_model_config
 
 INITS = ("pretrained", "hf", "random")
 

@@ -2,7 +2,7 @@
 
 Every downstream task (classification and regression on BERT/ALBERT, SQuAD span
 extraction, T5 text-to-text) is a `FinetuneTask` built by its own module; `run`
-trains it with the pretraining loop, `bert_jax.train.train_and_evaluate`, then
+trains it with the pretraining loop, `bert_jax.training.loop.train_and_evaluate`, then
 predicts every evaluation split with the final parameters, scores the outputs with
 the official metrics and writes ``WORKDIR/finetune_results.json`` (and
 ``predictions.json`` for tasks whose scoring produces answers, SQuAD).
@@ -23,8 +23,11 @@ import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from bert_jax import checkpoint_lock, objectives, sharding, state, train
+from bert_jax import objectives
+from bert_jax.checkpointing import lock
 from bert_jax.data import pipeline
+from bert_jax.runtime import sharding
+from bert_jax.training import loop, state
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,9 +106,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, task: FinetuneTask) -> 
       ``train`` / ``eval`` (the train loop's last metrics), ``step``, ``final``
       (official metrics of the final parameters per evaluation split) and ``state``.
     """
-    # Training, predictions and results are one writer of the workdir (checkpoint_lock.py).
-    with checkpoint_lock.hold(workdir):
-        result = train.train_and_evaluate(config, workdir, task=task.objective)
+    # Training, predictions and results are one writer of the workdir (lock.py).
+    with lock.hold(workdir):
+        result = loop.train_and_evaluate(config, workdir, task=task.objective)
         final = {}
         for split in task.eval_splits:
             scored = task.score(split, predict(config, task, result["state"].params, split))

@@ -28,14 +28,15 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from bert_jax import objectives, sharding
+from bert_jax import objectives
 from bert_jax.data.tokenizer import Tokenizer
 from bert_jax.downstream import batching, classification, classifier, glue
 from bert_jax.downstream.encoder_init import pretrain_recipe
 from bert_jax.downstream.runner import FinetuneTask
 from bert_jax.models import t5
 from bert_jax.objectives import t5_task
-from bert_jax.state import model_spec, restore_params, saved_model_config
+from bert_jax.runtime import sharding
+from bert_jax.training.state import model_spec, restore_params, saved_model_config
 
 STSB_WORDS = tuple(f"{step / 5:.1f}" for step in range(26))  # "0.0", "0.2", ..., "5.0"
 STSB_SCORES = np.array([float(word) for word in STSB_WORDS], np.float32)  # parsed back

@@ -38,13 +38,14 @@ import jax
 import ml_collections
 from flax import nnx
 
-from bert_jax import objectives, sharding
+from bert_jax import objectives
 from bert_jax.data.tokenizer import Tokenizer
 from bert_jax.export import bert_weights, convert, t5_weights
 from bert_jax.models import bert, layer_stack, t5
 from bert_jax.models.bert import BertConfig
 from bert_jax.models.t5_config import T5Config
-from bert_jax.state import restore_params
+from bert_jax.runtime import sharding
+from bert_jax.training.state import restore_params
 
 KINDS = (*bert_weights.KINDS, "t5")
 # Hyperparameters that do not change what a checkpoint computes at inference, and

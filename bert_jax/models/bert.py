@@ -19,7 +19,6 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from bert_jax import sharding
 from bert_jax.models import layer_stack, layers, projections
 from bert_jax.models.bert_config import (
     ALBERT_SIZES,
@@ -28,6 +27,7 @@ from bert_jax.models.bert_config import (
     BertConfig,
     sized_config,
 )
+from bert_jax.runtime import sharding
 
 __all__ = [
     "ALBERT_SIZES",

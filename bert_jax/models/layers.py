@@ -1,7 +1,7 @@
 """Transformer building blocks shared by BERT, ALBERT and T5: one attention, one MLP, norms.
 
 Every weight carries logical axis names (``embed``, ``joined_kv``, ``mlp``, ``vocab``;
-see `bert_jax.sharding`). Mixed precision is a policy of two dtypes: ``dtype`` for
+see `bert_jax.runtime.sharding`). Mixed precision is a policy of two dtypes: ``dtype`` for
 activations and matmuls, ``param_dtype`` for storage (float32 by default). Softmax,
 LayerNorm / RMSNorm statistics and logits are always float32. Dropout modules hold no
 RNG state: randomness arrives at call time as ``rngs`` together with ``deterministic``.
@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from bert_jax import sharding
 from bert_jax.models.projections import Initializer, dense
+from bert_jax.runtime import sharding
 
 # The one list of float dtypes a model config accepts for `dtype` and `param_dtype`.
 DTYPES = ("float32", "bfloat16", "float16")

@@ -1,7 +1,7 @@
 """Parameterised projections shared by BERT, ALBERT and T5: dense layers over rows,
 embedding tables and logits against a tied embedding.
 
-Kernels and tables carry logical axis names (`bert_jax.sharding`). Matmuls take their
+Kernels and tables carry logical axis names (`bert_jax.runtime.sharding`). Matmuls take their
 input as 2-D rows ``[rows, features]`` whatever its leading axes, so autodiff's kernel
 gradients contract one axis and XLA keeps every activation gradient row-major
 (`Dense`).

@@ -14,11 +14,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from bert_jax import sharding
 from bert_jax.models import layer_stack, projections
 from bert_jax.models.layers import attention_mask, causal_mask
 from bert_jax.models.t5_config import FEED_FORWARDS, T5_SIZES, T5Config, t5_config
 from bert_jax.models.t5_layers import Stack
+from bert_jax.runtime import sharding
 
 __all__ = [
     "FEED_FORWARDS",

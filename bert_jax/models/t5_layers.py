@@ -17,9 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from bert_jax import sharding
 from bert_jax.models import layer_stack, layers
 from bert_jax.models.t5_config import T5Config
+from bert_jax.runtime import sharding
 
 
 def _fan_in_normal(scale: float = 1.0):

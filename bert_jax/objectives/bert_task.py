@@ -14,7 +14,6 @@ import ml_collections
 import numpy as np
 import optax
 
-from bert_jax import state
 from bert_jax.data import fingerprint
 from bert_jax.data.tokenizer import Tokenizer
 from bert_jax.models import bert
@@ -28,6 +27,7 @@ from bert_jax.objectives.sentence_pairs import (
     create_segment_pairs,
 )
 from bert_jax.objectives.task import PRETRAINING_EVAL_DRAWS, Task, pretraining_batches
+from bert_jax.training import state
 
 # [CLS] A [SEP] B [SEP]
 NUM_SPECIAL_TOKENS_PER_PAIR = 3

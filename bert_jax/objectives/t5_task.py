@@ -14,13 +14,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from bert_jax import state
 from bert_jax.data import fingerprint
 from bert_jax.data.tokenizer import Tokenizer
 from bert_jax.models import t5
 from bert_jax.objectives.logit_metrics import label_logit_stats
 from bert_jax.objectives.t5_data import ALIASES, PRESETS, T5DataConfig, T5Objective
 from bert_jax.objectives.task import PRETRAINING_EVAL_DRAWS, Task, pretraining_batches
+from bert_jax.training import state
 
 __all__ = ["ALIASES", "PRESETS", "T5DataConfig", "T5Objective", "create_task", "make_loss_fn"]
 

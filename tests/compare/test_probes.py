@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from conftest import tiny_bert_config
 
-from bert_jax import run_config
 from bert_jax.compare import features, few_label, probes, suite
+from bert_jax.runtime import run_config
 
 
 def test_logistic_probe_fits_a_separable_rule_and_matches_the_optimum():

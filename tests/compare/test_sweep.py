@@ -22,16 +22,16 @@ import pytest
 from conftest import REPO_ROOT
 from test_preemption import STOPPED, start, wait_for
 
-from bert_jax import run_config
 from bert_jax.compare import cells, sweep
-from bert_jax.preemption import EXIT_PREEMPTED
+from bert_jax.runtime import run_config
+from bert_jax.training.preemption import EXIT_PREEMPTED
 
 CELLS = "bert_mlm_nsp+t5_prefix_lm"
 
 
 def compare_command(workdir) -> list[str]:
     return [
-        sys.executable, "-m", "bert_jax.main", "compare", f"--workdir={workdir}",
+        sys.executable, "-m", "bert_jax", "compare", f"--workdir={workdir}",
         f"--config=configs/compare.py:runlocal,seeds=1,cells={CELLS}",
         "--config.compare.budget.train.num_steps=12",
         "--config.compare.budget.train.checkpoint_every=2",

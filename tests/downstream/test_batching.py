@@ -46,7 +46,7 @@ def _task(splits, batches=None) -> runner.FinetuneTask:
 
 
 def _config(batch_size: int) -> ml_collections.ConfigDict:
-    from bert_jax.run_config import base_config
+    from bert_jax.runtime.run_config import base_config
 
     config = base_config()
     config.train.batch_size = batch_size

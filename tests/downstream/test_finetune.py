@@ -11,9 +11,10 @@ import pytest
 from conftest import REPO_ROOT, tiny_bert_config
 from flax import nnx
 
-from bert_jax import run_config, train
 from bert_jax.data.tokenizer import Tokenizer
 from bert_jax.downstream import classification, finetune, metrics, rotten_tomatoes, runner
+from bert_jax.runtime import run_config
+from bert_jax.training import loop
 
 DOWNLOADS = str(REPO_ROOT / "data" / "downloads")
 
@@ -87,7 +88,7 @@ def test_finetune_from_random_and_from_a_pretraining_checkpoint(tmp_path, vocab_
     assert saved["final"]["validation"]["accuracy"] == accuracy
 
     pretrain_dir = str(tmp_path / "pretrain")
-    pretrained = train.train_and_evaluate(tiny_bert_config(**{"train.num_steps": 2}), pretrain_dir)
+    pretrained = loop.train_and_evaluate(tiny_bert_config(**{"train.num_steps": 2}), pretrain_dir)
     # A zero learning rate leaves the loaded weights untouched: they must be the checkpoint's.
     config = finetune_config(
         vocab_path,

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT
 
-from bert_jax import run_config
 from bert_jax.data.tokenizer import Tokenizer
 from bert_jax.data.wordpiece import WordPieceTokenizer
 from bert_jax.downstream import encoder_init, metrics, squad, squad_tokenize
+from bert_jax.runtime import run_config
 
 DOWNLOADS = REPO_ROOT / "data" / "downloads"
 ALLENNLP_WHEEL = DOWNLOADS / "allennlp-0.9.0-py3-none-any.whl"

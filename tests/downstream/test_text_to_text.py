@@ -13,10 +13,10 @@ import pytest
 from conftest import REPO_ROOT
 from flax import nnx
 
-from bert_jax import run_config
 from bert_jax.data.tokenizer import Tokenizer
 from bert_jax.downstream import finetune, glue, text_to_text
 from bert_jax.models import t5
+from bert_jax.runtime import run_config
 
 
 def finetune_recipe(arg: str):

@@ -27,8 +27,9 @@ import pytest
 from conftest import REPO_ROOT, load_recipe, tiny_bert_config
 from flax import nnx
 
-from bert_jax import objectives, train
+from bert_jax import objectives
 from bert_jax.export import hf
+from bert_jax.training import loop
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -85,7 +86,7 @@ def pretrained(tmp_path_factory, vocab_path, corpus_dir):
         if kind not in runs:
             config = tiny_config(kind)
             workdir = str(tmp_path_factory.mktemp(f"{kind}_workdir"))
-            result = train.train_and_evaluate(config, workdir, stop_at=2)  # checkpoint at 2
+            result = loop.train_and_evaluate(config, workdir, stop_at=2)  # checkpoint at 2
             assert result["step"] == 2
             runs[kind] = (config, workdir, result["state"].params)
         return runs[kind]
@@ -210,7 +211,7 @@ FLAG_FIELDS = (
 def cli_command(name: str, config, workdir: str, *extra: str) -> list[str]:
     """``bert-jax NAME`` on the tiny config's checkpoint in ``workdir``."""
     flags = [f"--config.{k}={config[k.split('.')[0]][k.split('.')[1]]}" for k in FLAG_FIELDS]
-    command = [sys.executable, "-m", "bert_jax.main", name]
+    command = [sys.executable, "-m", "bert_jax", name]
     command += ["--config", str(REPO_ROOT / "configs" / "bert.py:recipe=short,runlocal"), *flags]
     return [*command, "--workdir", workdir, *extra]
 
@@ -299,7 +300,7 @@ def test_scanned_checkpoint_exports_like_transformers_under_any_compute_fields(
     config.model.scan_layers = True
     config.model.remat_policy = "full"
     workdir = str(tmp_path / "workdir")
-    params = train.train_and_evaluate(config, workdir, stop_at=2)["state"].params
+    params = loop.train_and_evaluate(config, workdir, stop_at=2)["state"].params
     assert params["encoder"]["ffn_sublayers"]["mlp"]["wi"]["kernel"].shape[0] == 2  # stacked
     out_dir = hf.export_checkpoint(config, workdir, str(tmp_path / "hf"))
     hf_model = transformers.AutoModelForPreTraining.from_pretrained(out_dir).eval()

@@ -20,8 +20,9 @@ import pytest
 from conftest import tiny_bert_config
 from flax import nnx
 
-from bert_jax import objectives, train
+from bert_jax import objectives
 from bert_jax.export import hf
+from bert_jax.training import loop
 
 transformers = pytest.importorskip("transformers")
 hf_hidden_positions = pytest.importorskip("benchmarks.hf_hidden_positions")
@@ -43,7 +44,7 @@ def exported(tmp_path_factory, vocab_path, corpus_dir):
         }
     )
     workdir = str(tmp_path_factory.mktemp("bert_workdir"))
-    result = train.train_and_evaluate(config, workdir)
+    result = loop.train_and_evaluate(config, workdir)
     out_dir = hf.export_checkpoint(config, workdir, str(tmp_path_factory.mktemp("hf")))
     return config, workdir, result["state"].params, out_dir
 
@@ -59,9 +60,9 @@ def test_transformers_gives_our_hidden_position_loss_on_the_same_batches(exporte
     config, _, params, out_dir = exported
     task = objectives.get_task(config)
     mask_id = task.tokenizer.mask_id
-    batches = [all_hidden(b, mask_id) for b in train.eval_batches(config, task, 4)]
+    batches = [all_hidden(b, mask_id) for b in loop.eval_batches(config, task, 4)]
     graphdef, _ = nnx.split(nnx.eval_shape(lambda: task.create_model(nnx.Rngs(0))), nnx.Param)
-    eval_step = jax.jit(train.make_eval_step(task, graphdef))
+    eval_step = jax.jit(loop.make_eval_step(task, graphdef))
     totals = None
     for batch in batches:
         sums = jax.device_get(eval_step(params, batch))

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from bert_jax import sharding
 from bert_jax.models import bert
+from bert_jax.runtime import sharding
 
 VOCAB = 97
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from bert_jax import sharding
 from bert_jax.export.t5_weights import abstract_state
 from bert_jax.models import t5_layers
 from bert_jax.models.t5 import T5Config, T5ForConditionalGeneration, t5_config
+from bert_jax.runtime import sharding
 
 VOCAB = 64
 # Shared input shapes so the jitted forward compiles once per model.

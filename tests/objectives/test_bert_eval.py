@@ -12,8 +12,9 @@ import pytest
 from conftest import load_recipe, tiny_bert_config
 from flax import nnx
 
-from bert_jax import objectives, train
+from bert_jax import objectives
 from bert_jax.objectives import baselines, bert_eval
+from bert_jax.training import loop
 
 MASK_ID = 5
 TINY_ALBERT = {
@@ -69,10 +70,10 @@ def test_a_kind_without_positions_is_nan_not_zero():
 def test_hidden_position_metrics_count_exactly_the_mask_inputs(kind, vocab_path, corpus_dir):
     config = tiny_config(kind)
     task = objectives.get_task(config)
-    batches = train.eval_batches(config, task, 8)
+    batches = loop.eval_batches(config, task, 8)
     model = task.create_model(nnx.Rngs(params=0))
     graphdef, params = nnx.split(model, nnx.Param)
-    eval_step = jax.jit(train.make_eval_step(task, graphdef))
+    eval_step = jax.jit(loop.make_eval_step(task, graphdef))
     forward = jax.jit(
         lambda params, batch: bert_eval.pretraining_logits(
             nnx.merge(graphdef, params), batch, deterministic=True, rngs=None
@@ -117,7 +118,7 @@ def test_hidden_position_metrics_count_exactly_the_mask_inputs(kind, vocab_path,
 def test_mask_baselines_use_only_the_mask_targets(vocab_path, corpus_dir):
     config = tiny_bert_config()
     task = objectives.get_task(config)
-    batches = train.eval_batches(config, task, 2)
+    batches = loop.eval_batches(config, task, 2)
     figures = task.eval_baselines(batches)
     assert figures["mask_unigram_xent"] != figures["unigram_xent"]
     # Hide every selected position: the [MASK] targets become all the targets.
@@ -143,7 +144,7 @@ def test_eval_masked_lm_prob_masks_only_the_held_out_split(vocab_path, corpus_di
         }
     )
     task = objectives.get_task(config)
-    held_out = train.eval_batches(config, task, 2)
+    held_out = loop.eval_batches(config, task, 2)
     training = next(iter(task.batches("train", config.train.batch_size)))
 
     def rate(batches):
@@ -168,9 +169,9 @@ def test_metrics_carry_the_pair_head_only_when_it_trains(pair_task, vocab_path, 
     batch = next(iter(task.batches("train", config.train.batch_size)))
     model = task.create_model(nnx.Rngs(params=0))
     loss, metrics = task.loss_fn(model, batch, deterministic=True)
-    held_out = train.eval_batches(config, task, 2)
+    held_out = loop.eval_batches(config, task, 2)
     graphdef, params = nnx.split(model, nnx.Param)
-    sums = jax.device_get(jax.jit(train.make_eval_step(task, graphdef))(params, held_out[0]))
+    sums = jax.device_get(jax.jit(loop.make_eval_step(task, graphdef))(params, held_out[0]))
     evaluated = {**task.finish_eval({k: float(v) for k, v in sums.items()})}
     evaluated.update(task.eval_baselines(held_out))
     if pair_task == "none":  # no untrained-head figures in the progress line or TensorBoard
@@ -191,16 +192,16 @@ def test_a_short_held_out_split_is_read_again_as_other_draws(vocab_path, corpus_
     task = objectives.get_task(config)
     one_pass = list(task.batches("eval", config.train.batch_size))
     wanted = len(one_pass) + 2
-    held_out = train.eval_batches(config, task, wanted)
+    held_out = loop.eval_batches(config, task, wanted)
     assert len(held_out) == wanted
     for first, again in zip(one_pass, held_out, strict=False):  # draw 0 is unchanged
         for key in first:
             np.testing.assert_array_equal(first[key], again[key])
     redrawn, original = held_out[len(one_pass)], one_pass[0]
     assert not np.array_equal(redrawn["masked_lm_positions"], original["masked_lm_positions"])
-    same = train.eval_batches(config, task, wanted)  # fixed: identical at every evaluation
+    same = loop.eval_batches(config, task, wanted)  # fixed: identical at every evaluation
     for a, b in zip(held_out, same, strict=True):
         np.testing.assert_array_equal(a["input_ids"], b["input_ids"])
     # A fixed split (fine-tuning's) is read once: repeating it would only weight it twice.
     fixed = dataclasses.replace(task, eval_draws=1)
-    assert len(train.eval_batches(config, fixed, wanted)) == len(one_pass)
+    assert len(loop.eval_batches(config, fixed, wanted)) == len(one_pass)

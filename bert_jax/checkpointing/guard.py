@@ -37,7 +37,7 @@ _ARRAY_KEY = re.compile(r'Error reading "([^"/][^"]*)"')
 class CheckpointError(ValueError):
     """A checkpoint that cannot be written or read; the message is the whole story.
 
-    A ValueError, so the command line prints it as one line (bert_jax/main.py).
+    A ValueError, so the command line prints it as one line (bert_jax/cli/main.py).
     """
 
 

@@ -140,6 +140,7 @@ def device_peak(devices, dtype: str) -> float | None:
     peak = peak_flops_per_device(kind, dtype)
     if peak is None:
         logging.info(
-            "device kind %r has no peak FLOP/s in bert_jax.flops.PEAK_FLOPS: no MFU logged", kind
+            "device kind %r has no peak FLOP/s in telemetry.flops.PEAK_FLOPS: no MFU logged",
+            kind,
         )
     return peak

@@ -75,7 +75,7 @@ class MetricWriter:
       total_steps: the run's last step (for the ETA).
       tokens_per_step: global tokens one step trains on.
       num_devices: devices sharing a step (TFLOP/s are per device).
-      peak_flops: peak FLOP/s of one device (``bert_jax.flops``); None logs no MFU.
+      peak_flops: peak FLOP/s of one device (``bert_jax.telemetry.flops``); None logs no MFU.
     """
 
     def __init__(
@@ -124,7 +124,7 @@ class MetricWriter:
         self._last_time, self._last_step = time.perf_counter(), step
 
     def set_flops_per_step(self, flops: float | None) -> None:
-        """Model FLOPs of one global step (``bert_jax.flops.train_flops_per_step``)."""
+        """Model FLOPs of one global step (``bert_jax.telemetry.flops.train_flops_per_step``)."""
         self.flops_per_step = flops
 
     def speed(self, step: int) -> dict[str, float]:

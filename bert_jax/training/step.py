@@ -18,8 +18,10 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from bert_jax import finite_guard, objectives, sharding
-from bert_jax.state import TrainState
+from bert_jax import objectives
+from bert_jax.runtime import sharding
+from bert_jax.training import finite_guard
+from bert_jax.training.state import TrainState
 
 
 def split_microbatches(batch: dict[str, jax.Array], num_microbatches: int):

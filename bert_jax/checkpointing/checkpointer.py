@@ -12,7 +12,7 @@ One orbax step directory holds these items:
     on other data is refused, or with ``config.data.allow_new_data`` restarts the
     stream. Checkpoints written before it resume unchecked, with a warning.
 
-Saves fail loudly and at once (checkpoint_guard.py): a save that cannot fit is
+Saves fail loudly and at once (guard.py): a save that cannot fit is
 refused before it starts, a directory that cannot be created raises in ``save``
 and a background write that fails is raised by ``check`` at the next step.
 Restores take the newest step that restores, moving damaged steps aside.
@@ -30,15 +30,15 @@ import grain
 import orbax.checkpoint as ocp
 from etils import epath
 
-from bert_jax import checkpoint_guard
-from bert_jax.checkpoint_fingerprint import (
+from bert_jax.checkpointing import guard
+from bert_jax.checkpointing.fingerprint import (
     model_defaults,
     model_differences,
     model_fingerprint,
     optimizer_differences,
     optimizer_fingerprint,
 )
-from bert_jax.checkpoint_guard import CheckpointError, CheckpointMismatchError
+from bert_jax.checkpointing.guard import CheckpointError, CheckpointMismatchError
 from bert_jax.data import fingerprint
 
 __all__ = [
@@ -88,7 +88,7 @@ class Checkpointer:
         self.timeout_s = timeout_s
         self.data_spec, self.allow_new_data = data_spec, allow_new_data
         self._defaults = model_defaults(model_config)
-        checkpoint_guard.install_quiet_filter()
+        guard.install_quiet_filter()
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
@@ -119,7 +119,7 @@ class Checkpointer:
         # orbax would wait for the previous save anyway; waiting here raises its failure
         # under its own step and lets the free-space check see what it wrote.
         self.wait()
-        checkpoint_guard.check_free_space(self.directory, step, state)
+        guard.check_free_space(self.directory, step, state)
         items = {
             "state": ocp.args.StandardSave(state),
             "data": grain.checkpoint.CheckpointSave(data_iterator),
@@ -129,11 +129,11 @@ class Checkpointer:
             items["optimizer"] = ocp.args.JsonSave(self.optimizer)
         if self.data_spec is not None:
             items["data_spec"] = ocp.args.JsonSave(self.data_spec)
-        nbytes = checkpoint_guard.bytes_needed(state)
+        nbytes = guard.bytes_needed(state)
         try:
             self._manager.save(step, args=ocp.args.Composite(**items), force=True)
         except Exception as error:
-            message = checkpoint_guard.write_error(error, self.directory, step, nbytes)
+            message = guard.write_error(error, self.directory, step, nbytes)
             raise CheckpointError(message) from None
         self._pending = (step, nbytes)
 
@@ -149,7 +149,7 @@ class Checkpointer:
         try:
             self._manager.wait_until_finished()
         except Exception as error:
-            message = checkpoint_guard.write_error(error, self.directory, step, nbytes)
+            message = guard.write_error(error, self.directory, step, nbytes)
             raise CheckpointError(message) from None
 
     def wait(self) -> None:
@@ -277,5 +277,5 @@ class Checkpointer:
 
     def _newest(self, restore: Callable[[int], Any]):
         """``(restore(step), step)`` for the newest step that restores (``(None, None)``
-        without any): damaged steps are moved aside (checkpoint_guard.newest_that_restores)."""
-        return checkpoint_guard.newest_that_restores(self._manager, self.directory, restore)
+        without any): damaged steps are moved aside (guard.newest_that_restores)."""
+        return guard.newest_that_restores(self._manager, self.directory, restore)

@@ -2,7 +2,7 @@
 
 Reads top to bottom: mesh -> task (tokenizer, example builder, model, loss) ->
 optimizer -> abstract state and its shardings -> init or restore -> jitted
-steps (train_step.py, with gradient accumulation) -> loop with logging (speed,
+steps (step.py, with gradient accumulation) -> loop with logging (speed,
 MFU), evaluation and checkpoints.
 """
 
@@ -20,19 +20,23 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from bert_jax import checkpoint_lock, finite_guard, flops, objectives, optim, sharding
-from bert_jax.checkpoint import Checkpointer, optimizer_fingerprint
+from bert_jax import objectives
+from bert_jax.checkpointing import lock
+from bert_jax.checkpointing.checkpointer import Checkpointer, optimizer_fingerprint
 from bert_jax.data import pipeline
-from bert_jax.metric_writer import MetricWriter
-from bert_jax.preemption import Preemption
-from bert_jax.state import (
+from bert_jax.runtime import sharding
+from bert_jax.telemetry import flops
+from bert_jax.telemetry.metric_writer import MetricWriter
+from bert_jax.training import finite_guard, optim
+from bert_jax.training.preemption import Preemption
+from bert_jax.training.state import (
     TrainState,
     abstract_train_state,
     init_from,
     state_shardings,
     with_shardings,
 )
-from bert_jax.train_step import check_batch_divides, make_eval_step, make_train_step
+from bert_jax.training.step import check_batch_divides, make_eval_step, make_train_step
 
 __all__ = ["TrainState", "make_eval_step", "make_train_step", "train_and_evaluate"]
 
@@ -101,7 +105,7 @@ def train_and_evaluate(
       config: the run config (configs/*.py).
       workdir: checkpoints, TensorBoard logs and metrics.jsonl go here; an
         existing checkpoint is resumed. Held locked while the run lasts
-        (checkpoint_lock.py): another run on it raises WorkdirLockedError at once.
+        (lock.py): another run on it raises WorkdirLockedError at once.
       stop_at: stop (with a checkpoint) after this step, as a preemption
         would; the schedule still spans ``config.train.num_steps``.
       task: defaults to ``objectives.get_task(config)``; fine-tuning passes its own.
@@ -111,7 +115,7 @@ def train_and_evaluate(
     # restore, compilation) still stops within config.train.stop_grace_s.
     stop_grace_s = train.stop_grace_s
     with (
-        checkpoint_lock.hold(workdir),  # one writing run per workdir: a second is refused
+        lock.hold(workdir),  # one writing run per workdir: a second is refused
         sharding.mesh_context(config.mesh) as (mesh, rules),
         Preemption(stop_grace_s, agree_every=train.log_every) as preemption,
     ):
@@ -135,7 +139,7 @@ def train_and_evaluate(
         )
         vocab_size = getattr(task.model_config, "vocab_size", None)
         guard = finite_guard.NonfiniteGuard(train, checkpointer, vocab_size)
-        # The newest step that restores: damaged ones are moved aside (checkpoint.py).
+        # The newest step that restores: damaged ones are moved aside (checkpointer.py).
         state, start_step = checkpointer.restore_latest(
             with_shardings(abs_state, shardings), train_iter
         )
@@ -245,5 +249,5 @@ def _flops_per_step(task, host_batch, global_batch_size: int) -> float | None:
     shapes = {name: (global_batch_size, *np.shape(x)[1:]) for name, x in host_batch.items()}
     step_flops = flops.train_flops_per_step(task.model_config, shapes)
     if step_flops is not None:
-        logging.info("%.4g model TFLOPs per step (bert_jax/flops.py)", step_flops / 1e12)
+        logging.info("%.4g model TFLOPs per step (bert_jax/telemetry/flops.py)", step_flops / 1e12)
     return step_flops

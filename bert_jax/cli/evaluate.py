@@ -20,8 +20,10 @@ import os
 import jax
 import ml_collections
 
-from bert_jax import objectives, sharding, state, train
+from bert_jax import objectives
 from bert_jax.objectives import baselines, bert_eval
+from bert_jax.runtime import sharding
+from bert_jax.training import loop, state
 
 PAIR_TASKS = ("nsp", "sop")
 
@@ -51,9 +53,9 @@ def pair_cross_evaluation(config, graphdef, params, data_sharding, num_batches: 
         variant = _variant(config, pair_task)
         variant_task = objectives.get_task(variant)
         if eval_step is None:  # both variants have a pair task: one step serves both
-            eval_step = jax.jit(train.make_eval_step(variant_task, graphdef))
-        batches = train.eval_batches(variant, variant_task, num_batches)
-        metrics = train.evaluate(eval_step, params, batches, data_sharding, variant_task)
+            eval_step = jax.jit(loop.make_eval_step(variant_task, graphdef))
+        batches = loop.eval_batches(variant, variant_task, num_batches)
+        metrics = loop.evaluate(eval_step, params, batches, data_sharding, variant_task)
         out[pair_task] = (metrics, batches)
     return out
 
@@ -81,9 +83,9 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
                     if key.startswith(("mlm_", "mask_")):
                         results[f"{key}_on_{pair_task}_pairs"] = value
         else:
-            eval_step = jax.jit(train.make_eval_step(task, graphdef))
-            batches = train.eval_batches(config, task, config.train.eval_batches)
-            results.update(train.evaluate(eval_step, params, batches, data_sharding, task))
+            eval_step = jax.jit(loop.make_eval_step(task, graphdef))
+            batches = loop.eval_batches(config, task, config.train.eval_batches)
+            results.update(loop.evaluate(eval_step, params, batches, data_sharding, task))
     logging.info("evaluation of %s at step %d: %s", workdir, step, results)
     if jax.process_index() == 0:
         path = os.path.join(workdir, "evaluate.json")

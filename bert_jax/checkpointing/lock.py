@@ -29,7 +29,7 @@ from collections.abc import Iterator
 import jax
 import numpy as np
 
-from bert_jax.cli_errors import UserError
+from bert_jax.cli.errors import UserError
 
 LOCK_NAME = "bert_jax.lock"
 # Workdirs this process holds (abspath -> depth): a finetune holds its workdir around the

@@ -7,7 +7,7 @@ Exit codes:
   2   usage error: the command line itself is wrong (unknown command, missing flag, a flag
       or ``--config.x.y`` override that does not parse, a misspelt config field, a
       ``--config`` file that does not exist or whose ``FILE:ARGS`` it rejects)
-  75  stopped by SIGTERM / Ctrl-C with the checkpoint durable (bert_jax/preemption.py)
+  75  stopped by SIGTERM / Ctrl-C with the checkpoint durable (bert_jax/training/preemption.py)
   130 Ctrl-C (SIGINT) outside training, or a forced stop of training: one ``bert-jax:``
       line (`report_interrupt`); evaluate and export leave no partial file
 
@@ -32,7 +32,7 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # the shell's code for a Ctrl-C, as preemption.py
 VERBOSE_ENV = "BERT_JAX_VERBOSE"
 USAGE = "usage: bert-jax {pretrain|evaluate|report|export|finetune} --config FILE --workdir DIR"
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class UsageError(Exception):
@@ -211,7 +211,7 @@ def os_error_message(error: OSError, field: str) -> str:
 
 
 def report_interrupt(error: KeyboardInterrupt, command: str, verbose: bool) -> None:
-    """Ctrl-C outside the train loop (which has its own, bert_jax/preemption.py): one line.
+    """Ctrl-C outside the train loop (which has its own, bert_jax/training/preemption.py): one line.
 
     Python raises KeyboardInterrupt in the main thread; what the command was writing is
     left whole or absent by the command itself (export: `convert.new_directory`).

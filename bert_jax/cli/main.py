@@ -10,7 +10,7 @@ Commands:
              ``bert-jax compare --report DIR`` collects a sweep's results
 
 A bad input ends in one ``bert-jax: error: ...`` line; exit codes and ``--verbose`` are
-described in bert_jax/cli_errors.py (1: user error, 2: usage error, 75: preempted, 130: Ctrl-C).
+described in bert_jax/errors.py (1: user error, 2: usage error, 75: preempted, 130: Ctrl-C).
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from bert_jax import cli_errors, distributed, host_heap
+from bert_jax.cli import errors
+from bert_jax.runtime import distributed, host_heap
 
 COMMANDS = ("pretrain", "evaluate", "report", "export", "finetune", "compare")
 
@@ -41,7 +42,7 @@ flags.DEFINE_string(
     "compare: first bring in the finished runs of this results.json (same budget), "
     "e.g. docs/compare/sweep/results.json; they are not redone.",
 )
-flags.DEFINE_bool("verbose", False, f"Full traceback on errors (also {cli_errors.VERBOSE_ENV}=1).")
+flags.DEFINE_bool("verbose", False, f"Full traceback on errors (also {errors.VERBOSE_ENV}=1).")
 # Each also reads BERT_JAX_<NAME> (then JAX_<NAME>) from the environment; see distributed.py.
 flags.DEFINE_string("coordinator_address", None, "Multi-host: host:port of process 0.")
 flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
@@ -49,7 +50,7 @@ flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.")
 
 
 def _initialize_distributed(config) -> None:
-    """Joins the other hosts before any JAX computation (see bert_jax/distributed.py)."""
+    """Joins the other hosts before any JAX computation (see bert_jax/runtime/distributed.py)."""
     settings = config.distributed
     group = distributed.resolve(
         coordinator_address=FLAGS.coordinator_address,
@@ -64,14 +65,14 @@ def _initialize_distributed(config) -> None:
 def _require(name: str, command: str):
     value = getattr(FLAGS, name)
     if value is None:
-        raise cli_errors.UsageError(f"`bert-jax {command}` needs --{name}")
+        raise errors.UsageError(f"`bert-jax {command}` needs --{name}")
     return value
 
 
 def main(argv: list[str]) -> None:
     if len(argv) != 2 or argv[1] not in COMMANDS:
         given = " ".join(argv[1:]) or "none"
-        raise cli_errors.UsageError(f"one command expected, of {', '.join(COMMANDS)}; got {given}")
+        raise errors.UsageError(f"one command expected, of {', '.join(COMMANDS)}; got {given}")
     command = argv[1]
     logging.getLogger().setLevel(logging.INFO)
     # Our progress lines use the root logger; orbax, grain and jax log through
@@ -80,28 +81,28 @@ def main(argv: list[str]) -> None:
     if command == "compare" and FLAGS.report is not None:  # reads result files only
         from bert_jax.compare import results
 
-        cli_errors.check_workdir(FLAGS.report, create=False)
+        errors.check_workdir(FLAGS.report, create=False)
         print("\n".join(results.write(FLAGS.report)))
         return
     workdir = _require("workdir", command)
     # Before any host joins or JAX compiles: a workdir that is a file, under a file or
     # read-only would otherwise fail at the first save, under a traceback.
-    cli_errors.check_workdir(workdir, create=command in ("pretrain", "finetune", "compare"))
+    errors.check_workdir(workdir, create=command in ("pretrain", "finetune", "compare"))
     if command == "report":  # reads files only: one process, no coordinator
-        from bert_jax import report
+        from bert_jax.cli import report
 
         report.print_report(workdir)
         return
     config = _CONFIG.value
     if config is None:
-        raise cli_errors.UsageError(f"`bert-jax {command}` needs --config")
+        raise errors.UsageError(f"`bert-jax {command}` needs --config")
     _initialize_distributed(config)
     if command == "pretrain":
-        from bert_jax import train
+        from bert_jax.training import loop
 
-        train.train_and_evaluate(config, workdir)
+        loop.train_and_evaluate(config, workdir)
     elif command == "evaluate":
-        from bert_jax import evaluate
+        from bert_jax.cli import evaluate
 
         evaluate.evaluate_checkpoint(config, workdir)
     elif command == "export":
@@ -147,19 +148,19 @@ def _user_paths() -> dict[str, str]:
 
 
 def run() -> None:
-    """Console-script entry point: bad inputs end in one line (bert_jax/cli_errors.py)."""
-    verbose = cli_errors.verbose_requested(sys.argv)
+    """Console-script entry point: bad inputs end in one line (bert_jax/errors.py)."""
+    verbose = errors.verbose_requested(sys.argv)
     if host_heap.wanted(sys.argv[1:], os.environ):  # CPU training: keep the step's scratch
         host_heap.reexec_with_heap_reuse()  # memory mapped (~1.5x faster steps; host_heap.py)
     try:
-        app.run(main, flags_parser=cli_errors.parse_flags_or_raise)
-    except cli_errors.UsageError as error:
-        cli_errors.report(error, cli_errors.EXIT_USAGE, str(error), verbose)
+        app.run(main, flags_parser=errors.parse_flags_or_raise)
+    except errors.UsageError as error:
+        errors.report(error, errors.EXIT_USAGE, str(error), verbose)
     except KeyboardInterrupt as error:  # Ctrl-C in evaluate, export ...: exit 130
         command = next((arg for arg in sys.argv[1:] if arg in COMMANDS), "bert-jax")
-        cli_errors.report_interrupt(error, command, verbose)
+        errors.report_interrupt(error, command, verbose)
     except (
-        cli_errors.UserError,
+        errors.UserError,
         ValueError,
         OSError,
         FloatingPointError,
@@ -170,12 +171,12 @@ def run() -> None:
         # message instead of a stack trace.
         message = " ".join(str(error).split("\n"))
         if isinstance(error, OSError):
-            field = cli_errors.user_path_field(error, _user_paths())
+            field = errors.user_path_field(error, _user_paths())
             if field is not None:
-                message = cli_errors.os_error_message(error, field)
+                message = errors.os_error_message(error, field)
             elif not isinstance(error, FileNotFoundError):
                 raise  # not about a path the user gave: maybe a bug, keep the traceback
-        cli_errors.report(error, cli_errors.EXIT_USER_ERROR, message, verbose)
+        errors.report(error, errors.EXIT_USER_ERROR, message, verbose)
 
 
 if __name__ == "__main__":

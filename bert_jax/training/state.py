@@ -22,7 +22,7 @@ API (every command uses these; the downstream code too):
 
 - ``init_from(state, params_source, shardings)``: the step-0 state of a run whose
   ``Task.initial_params`` (``fresh params -> params``) loads weights, e.g. a
-  pretrained encoder; train.py calls it once, before the first step.
+  pretrained encoder; loop.py calls it once, before the first step.
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ import optax
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from bert_jax import sharding
-from bert_jax.checkpoint import Checkpointer
+from bert_jax.checkpointing.checkpointer import Checkpointer
 from bert_jax.models import bert, t5
+from bert_jax.runtime import sharding
 
 
 @flax.struct.dataclass

@@ -13,7 +13,7 @@ from typing import Any
 
 import ml_collections
 
-from bert_jax import sharding
+from bert_jax.runtime import sharding
 
 
 def parse_arg(arg: str) -> dict[str, str]:
@@ -92,7 +92,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.optim.grad_clip_norm = 1.0
 
     config.mesh = ml_collections.ConfigDict()
-    # dp | fsdp | fsdp_tp fills shape and axis_rules (bert_jax/sharding.py PRESET_RULES);
+    # dp | fsdp | fsdp_tp fills shape and axis_rules (bert_jax/runtime/sharding.py PRESET_RULES);
     # '' uses the two fields below as given.
     config.mesh.preset = ""
     config.mesh.tensor_parallelism = 1  # size of the tensor axis for preset=fsdp_tp
@@ -100,7 +100,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.mesh.shape = (-1, 1, 1)
     config.mesh.axis_rules = sharding.DEFAULT_RULES
 
-    # Multi-host start-up (bert_jax/distributed.py); the coordinator, process count and
+    # Multi-host start-up (bert_jax/runtime/distributed.py); the coordinator, process count and
     # id come from --coordinator_address/--num_processes/--process_id or the environment.
     config.distributed = ml_collections.ConfigDict()
     config.distributed.init_timeout_s = 300  # every process must join by then, else exit 1
@@ -162,7 +162,7 @@ def shrink_for_local_run(config: ml_collections.ConfigDict) -> None:
     config.data.docs_per_group = 8
 
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def load_recipe(
