@@ -4,6 +4,9 @@ A module may run to 400 lines when it is one concept that reads better whole; it
 docstring then says so in a line holding "over 300 lines" (never split a concept only
 to fit a number, STYLE.md).
 
+`python tests/test_import_graph.py [REPO]` prints the package's shape: files and lines per
+folder, the largest modules and the import cycles (of this checkout, or of another).
+
 The graph is read from the source with `ast`, so it also sees imports inside functions
 (the lazy ones that hide a cycle from Python's import machinery at load time).
 """
@@ -166,3 +169,38 @@ def test_every_module_is_under_300_lines_or_says_why_under_400():
 def test_the_long_module_rule_reads_the_docstring():
     assert says_why_it_is_long('"""A tally.\n\n(Over 300\nlines: one concept.)"""\n')
     assert not says_why_it_is_long('"""A tally."""\n# over 300 lines\n')
+
+
+def layout_figures(root: pathlib.Path = ROOT) -> str:
+    """Files and lines per folder of ``root``, its largest modules, and its import cycles."""
+    global ROOT
+    saved, ROOT = ROOT, root
+    try:
+        paths = modules()
+        graph = {name: imported_modules(name, path, set(paths)) for name, path in paths.items()}
+        cycles = components_of(graph)
+    finally:
+        ROOT = saved
+    sizes = {
+        path.relative_to(root.parent): len(path.read_text().splitlines()) for path in paths.values()
+    }
+    folders: dict[str, list[int]] = {}
+    for rel, length in sizes.items():
+        folder = str(rel.parent) + ("/ (top level)" if rel.parent == pathlib.Path(PACKAGE) else "/")
+        folders.setdefault(folder, []).append(length)
+    lines = ["| folder | files | lines |", "|---|---|---|"]
+    lines += [f"| {name} | {len(v)} | {sum(v):,} |" for name, v in sorted(folders.items())]
+    lines.append(f"| **{PACKAGE}/ total** | {len(sizes)} | {sum(sizes.values()):,} |")
+    largest = sorted(sizes.items(), key=lambda item: -item[1])[:8]
+    lines.append("largest: " + ", ".join(f"{rel} {n}" for rel, n in largest))
+    lines.append(
+        f"over 300 lines: {sum(n > 300 for n in sizes.values())}; import cycles: {len(cycles)}"
+    )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+
+    repo = pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT.parent
+    print(layout_figures(repo.resolve() / PACKAGE))
