@@ -3,7 +3,8 @@
 GLUE follows scikit-learn / scipy semantics (what the GLUE leaderboard and the
 Hugging Face ``glue`` metric use): accuracy, binary F1 of the positive class 1,
 Matthews correlation from the confusion matrix (0 when undefined), Pearson and
-Spearman correlations (Spearman ranks ties by their average rank).
+Spearman correlations by ``scipy.stats`` (Spearman ranks ties by their average rank;
+0, not scipy's nan, when an input is constant or has fewer than two values).
 
 SQuAD follows ``evaluate-v1.1.py`` / ``evaluate-v2.0.py``: answers are normalised
 (lower case, punctuation removed, articles a/an/the removed, whitespace collapsed),
@@ -22,6 +23,7 @@ import string
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
+from scipy import stats
 
 # ---------------------------------------------------------------------------
 # Classification and regression (GLUE).
@@ -87,32 +89,26 @@ def pearson_from_sums(n, sum_x, sum_y, sum_xx, sum_yy, sum_xy) -> float:
     return float(covariance / np.sqrt(variance_x * variance_y))
 
 
+def _undefined_correlation(x: np.ndarray, y: np.ndarray) -> bool:
+    """Fewer than two pairs, or a constant input: scipy raises or gives nan, we report 0."""
+    return x.size < 2 or bool(np.all(x == x[0])) or bool(np.all(y == y[0]))
+
+
 def pearson(x, y) -> float:
-    """Pearson correlation (scipy.stats.pearsonr's r); 0 if either input is constant."""
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    x, y = x - x.mean(), y - y.mean()
-    denominator = np.sqrt((x @ x) * (y @ y))
-    return float(np.clip((x @ y) / denominator, -1.0, 1.0)) if denominator else 0.0
+    """Pearson correlation (scipy.stats.pearsonr's r); 0 when undefined (as `pearson_from_sums`)."""
+    x, y = np.asarray(x, np.float64).reshape(-1), np.asarray(y, np.float64).reshape(-1)
+    return 0.0 if _undefined_correlation(x, y) else float(stats.pearsonr(x, y).statistic)
 
 
 def rank_with_ties(values) -> np.ndarray:
-    """Ranks from 1; tied values share their average rank (scipy.stats.rankdata 'average')."""
-    values = np.asarray(values).reshape(-1)
-    order = np.argsort(values, kind="stable")
-    sorted_values = values[order]
-    # Start index of each run of equal values, and the run each sorted position belongs to.
-    starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
-    run_of = np.cumsum(np.r_[True, sorted_values[1:] != sorted_values[:-1]]) - 1
-    ends = np.r_[starts[1:], values.size]
-    average_rank = (starts + ends + 1) / 2.0  # mean of the 1-based ranks start+1 .. end
-    ranks = np.empty(values.size, np.float64)
-    ranks[order] = average_rank[run_of]
-    return ranks
+    """Ranks from 1 of the flattened ``values``; tied values share their average rank."""
+    return stats.rankdata(values, method="average", axis=None)
 
 
 def spearman(x, y) -> float:
-    """Spearman rank correlation: Pearson of the average-tie ranks."""
-    return pearson(rank_with_ties(x), rank_with_ties(y))
+    """Spearman correlation (scipy.stats.spearmanr, ties share average ranks); 0 when undefined."""
+    x, y = np.asarray(x, np.float64).reshape(-1), np.asarray(y, np.float64).reshape(-1)
+    return 0.0 if _undefined_correlation(x, y) else float(stats.spearmanr(x, y).statistic)
 
 
 # ---------------------------------------------------------------------------

@@ -4,12 +4,15 @@ Where the coordinator, process count and process id come from, first match wins:
 
   1. ``--coordinator_address``, ``--num_processes``, ``--process_id``;
   2. ``BERT_JAX_COORDINATOR_ADDRESS``, ``BERT_JAX_NUM_PROCESSES``, ``BERT_JAX_PROCESS_ID``;
-  3. JAX's own ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``;
-  4. with none of those and ``config.distributed.auto_detect``, a managed cluster
-     (SLURM with several tasks, Open MPI, a multi-host Cloud TPU slice) is handed
-     to ``jax.distributed.initialize()``, which reads the rest from it.
+  3. ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID`` (jax itself
+     reads only the first);
+  4. with none of those and ``config.distributed.auto_detect``, the managed cluster
+     ``jax.distributed.initialize()`` detects itself (its cluster plugins: SLURM, Open
+     MPI, Cloud TPU on GKE or GCE, Kubernetes Jobs), when it runs several processes;
+     jax is then called with no coordinator, count or id and reads them itself.
 
-Otherwise the run is single-process and nothing is initialised.
+Otherwise the run is single-process and nothing is initialised (a one-task SLURM job
+or a single-host TPU VM needs no coordinator).
 
 jax's own initialisation blocks until every process has registered and then
 aborts the whole process from C++ (``F... Deadline Exceeded``, exit 134) when one
@@ -29,6 +32,7 @@ import threading
 from collections.abc import Mapping
 
 import jax
+from jax._src import clusters  # jax's own cluster plugins (what initialize() consults)
 
 EXIT_CODE = 1
 # jax's own deadline trails the watchdog's, so the clear message always wins the race.
@@ -36,7 +40,6 @@ _JAX_TIMEOUT_MARGIN_S = 10
 
 _ENV_PREFIXES = ("BERT_JAX_", "JAX_")
 _FIELDS = ("coordinator_address", "num_processes", "process_id")
-_TPU_VM_DEVICE = "/dev/accel0"
 
 
 class InitError(RuntimeError):
@@ -61,26 +64,30 @@ class ProcessGroup:
     source: str
 
 
-def detect_cluster(environ: Mapping[str, str]) -> ProcessGroup | None:
-    """A multi-process managed cluster that ``jax.distributed.initialize()`` can read.
+def detect_cluster() -> ProcessGroup | None:
+    """The managed cluster ``jax.distributed.initialize()`` would join, if it has >1 process.
 
-    Single-task SLURM allocations and single-host TPU VMs are not clusters here:
-    they need no coordinator.
+    The environment is jax's choice (its first cluster plugin that finds itself, opt-in
+    ones such as mpi4py aside); count and id are read for messages only.
+
+    Raises:
+      InitError: the cluster is there but cannot say its process count or id.
     """
-    if all(k in environ for k in ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_PROCID")):
-        count = int(environ.get("SLURM_NTASKS", environ.get("SLURM_STEP_NUM_TASKS", "1")))
-        if count > 1:
-            return ProcessGroup(None, count, int(environ["SLURM_PROCID"]), "SLURM")
-    if "OMPI_MCA_orte_hnp_uri" in environ and int(environ.get("OMPI_COMM_WORLD_SIZE", "1")) > 1:
-        rank = int(environ.get("OMPI_COMM_WORLD_RANK", "0"))
-        return ProcessGroup(None, int(environ["OMPI_COMM_WORLD_SIZE"]), rank, "Open MPI")
-    hosts = [h for h in environ.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]
-    if len(hosts) > 1:  # GKE TPU slices name their workers here
-        worker = environ.get("TPU_WORKER_ID")
-        return ProcessGroup(None, len(hosts), int(worker) if worker else None, "Cloud TPU")
-    if os.path.exists(_TPU_VM_DEVICE):  # a TPU VM: jax asks the metadata server (as MaxText)
-        return ProcessGroup(None, None, None, "Cloud TPU")
-    return None
+    candidates = [e for e in clusters.ClusterEnv._cluster_types if not e.opt_in_only_method]
+    env = next((e for e in candidates if e.is_env_present()), None)  # jax's order and rule
+    if env is None:
+        return None
+    name = f"jax's {env.__name__}"
+    try:
+        count = env.get_process_count()
+        process_id = env.get_process_id() if count > 1 else None
+    except (KeyError, ValueError, RuntimeError) as error:
+        raise InitError(
+            f"{name} found a cluster but no process count and id ({error!r}); pass "
+            "--coordinator_address, --num_processes and --process_id, or "
+            "--config.distributed.auto_detect=False to run one process"
+        ) from error
+    return ProcessGroup(None, count, process_id, name) if count > 1 else None
 
 
 def _int_setting(name: str, value, source: str) -> int | None:
@@ -102,6 +109,8 @@ def resolve(
 ) -> ProcessGroup | None:
     """The process group from flags, then the environment, then the cluster; None: one process.
 
+    ``environ`` gives the settings of steps 2 and 3; jax reads a cluster from ``os.environ``.
+
     Raises:
       InitError: naming the missing or inconsistent setting.
     """
@@ -118,7 +127,7 @@ def resolve(
                 prefix,
             )
     if group is None:
-        return detect_cluster(environ) if auto_detect else None
+        return detect_cluster() if auto_detect else None
     missing = [f for f in _FIELDS if getattr(group, f) in (None, "")]
     if missing:
         names = ", ".join(_setting_name(group.source, f) for f in missing)
@@ -216,10 +225,10 @@ def initialize(group: ProcessGroup | None, distributed_config) -> None:
     watchdog = _watchdog(group, timeout_s)
     watchdog.start()
     try:
+        # A detected cluster (no coordinator here): jax reads it again, as with no arguments.
+        explicit = {f: getattr(group, f) for f in _FIELDS} if group.coordinator_address else {}
         jax.distributed.initialize(
-            coordinator_address=group.coordinator_address,
-            num_processes=group.num_processes,
-            process_id=group.process_id,
+            **explicit,
             initialization_timeout=int(timeout_s) + _JAX_TIMEOUT_MARGIN_S,
             heartbeat_timeout_seconds=int(distributed_config.heartbeat_timeout_s),
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 from conftest import REPO_ROOT
@@ -93,3 +95,47 @@ def test_offsets_point_at_the_original_characters(minilm_dir):
     ]
     assert tokenizer.decode(ids) == "angstrom ' s nieuwland"
     assert tokenizer.encode("").dtype == np.int32 and tokenizer.encode("").size == 0
+
+
+@pytest.mark.parametrize("split_chinese", [True, False])
+def test_chinese_characters_split_as_bert_tokenizer_does(minilm_dir, split_chinese):
+    """Google's BasicTokenizer spaces out CJK characters (BERT's default, and from_directory's)."""
+    transformers = pytest.importorskip("transformers")
+    ours = WordPieceTokenizer(f"{minilm_dir}/vocab.txt", tokenize_chinese_chars=split_chinese)
+    reference = transformers.BertTokenizer.from_pretrained(
+        minilm_dir, tokenize_chinese_chars=split_chinese
+    )
+    text = "我爱北京 tower東京"
+    expected = reference(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, starts, ends = ours.encode_with_offsets(text)
+    assert ids.tolist() == expected["input_ids"]
+    assert list(zip(starts.tolist(), ends.tolist(), strict=True)) == [
+        tuple(span) for span in expected["offset_mapping"]
+    ]
+    pieces = [ours.id_to_piece(i) for i in ids]
+    if split_chinese:
+        assert pieces == ["我", "[UNK]", "北", "京", "tower", "東", "京"]
+    else:
+        assert pieces == ["[UNK]", "tower", "##東", "##京"]
+    assert WordPieceTokenizer.from_directory(minilm_dir).tokenize_chinese_chars
+
+
+def test_decode_drops_only_pad_and_glues_continuations(minilm_dir):
+    tokenizer = WordPieceTokenizer.from_directory(minilm_dir)
+    v = tokenizer.vocab
+    ids = [v["[PAD]"], v["##s"], v["ang"], v["##strom"], v["[SEP]"], v["[CLS]"], v["##s"]]
+    # A leading continuation stays as it is; one after a special token glues onto it.
+    assert tokenizer.decode(ids + [v["."], v["[PAD]"]]) == "##s angstrom [SEP] [CLS]s ."
+    assert tokenizer.decode([v["[PAD]"]] * 2) == "" and tokenizer.decode([]) == ""
+
+
+def test_encode_batch_equals_encode_and_survives_pickling(minilm_dir):
+    """Pickling (worker processes get a copy) worked for the pure-Python tokenizer too."""
+    tokenizer = WordPieceTokenizer.from_directory(minilm_dir)
+    texts = ["Hello, World!", "", "東京 Ångström"]
+    assert [ids.tolist() for ids in tokenizer.encode_batch(texts)] == [
+        tokenizer.encode(text).tolist() for text in texts
+    ]
+    copy = pickle.loads(pickle.dumps(tokenizer))
+    assert copy.encode(texts[2]).tolist() == tokenizer.encode(texts[2]).tolist()
+    assert all(ids.dtype == np.int32 for ids in tokenizer.encode_batch(texts))

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from bert_jax.downstream import metrics
 
@@ -114,3 +115,38 @@ def test_sums_and_confusion_give_the_same_metrics_as_arrays():
     confusion = metrics.confusion_matrix(predictions, labels, 2)
     assert metrics.f1_from_confusion(confusion) == metrics.f1_score(predictions, labels)
     assert metrics.accuracy_from_confusion(confusion) == metrics.accuracy(predictions, labels)
+
+
+def test_correlations_equal_scipy_including_ties():
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 5, 200).astype(np.float64)  # many ties
+    y = x + rng.normal(size=200)
+    for a, b in ((x, y), (x, np.round(y)), (rng.normal(size=50), rng.normal(size=50))):
+        assert metrics.pearson(a, b) == pytest.approx(stats.pearsonr(a, b).statistic, abs=1e-12)
+        assert metrics.spearman(a, b) == pytest.approx(stats.spearmanr(a, b).statistic, abs=1e-12)
+    np.testing.assert_array_equal(metrics.rank_with_ties(x), stats.rankdata(x))
+    # float32 scores (what an eval step returns) are correlated in float64.
+    assert metrics.pearson(x.astype(np.float32), y) == pytest.approx(metrics.pearson(x, y))
+
+
+@pytest.mark.parametrize(
+    "x, y",
+    [
+        ([0.1, 0.1, 0.1], [1.0, 2.0, 3.5]),  # constant, and its mean is not exactly 0.1
+        ([1.0, 2.0, 3.0], [7.0, 7.0, 7.0]),
+        ([2.0], [3.0]),  # one pair: scipy raises
+        ([], []),
+    ],
+)
+def test_undefined_correlations_are_zero_where_scipy_gives_nan(x, y):
+    """A constant prediction (a collapsed regression head) scores 0, as from running sums."""
+    assert metrics.pearson(x, y) == 0.0 and metrics.spearman(x, y) == 0.0
+    if len(x) >= 2:
+        with pytest.warns(stats.ConstantInputWarning):
+            assert math.isnan(stats.pearsonr(x, y).statistic)
+
+
+def test_a_nan_input_gives_nan_correlations():
+    # Before scipy, Spearman ranked nan above every number and returned a finite value.
+    assert math.isnan(metrics.pearson([1.0, np.nan, 2.0], [1.0, 2.0, 3.0]))
+    assert math.isnan(metrics.spearman([1.0, np.nan, 2.0], [1.0, 2.0, 3.0]))
