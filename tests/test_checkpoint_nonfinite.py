@@ -1,4 +1,4 @@
-"""Nothing non-finite is ever saved; the stop and skip policies (bert_jax/training/finite_guard.py)."""
+"""Nothing non-finite is ever saved; the stop and skip policies (training/finite_guard.py)."""
 
 from __future__ import annotations
 
