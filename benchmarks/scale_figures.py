@@ -62,19 +62,13 @@ def build_task(family: str, size: str, **model_overrides):
     """Recipe config and task of ``family`` at ``size``, with the published vocabulary."""
     from benchmarks import common
     from bert_jax import objectives
-    from bert_jax.models import bert, t5
 
     config = common.load_recipe(family, f"size={size}")
     for name, value in model_overrides.items():
         config.model[name] = value
     task = objectives.get_task(config)
-    model_config = dataclasses.replace(task.model_config, vocab_size=VOCAB_SIZES[family])
-    model_class = bert.BertForPreTraining if family == "bert" else t5.T5ForConditionalGeneration
-    task = dataclasses.replace(
-        task,
-        model_config=model_config,
-        create_model=lambda rngs: model_class(model_config, rngs=rngs),
-    )
+    # The task's create_model builds from its model_config.
+    task.model_config = dataclasses.replace(task.model_config, vocab_size=VOCAB_SIZES[family])
     return config, task
 
 

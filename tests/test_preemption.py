@@ -113,20 +113,21 @@ def test_sigterm_then_sigint_stop_with_a_durable_checkpoint_and_resume(tmp_path)
 
 # Training whose data never comes: the loop is blocked before its first step.
 BLOCKED_SCRIPT = r"""
-import dataclasses, sys, threading
+import sys, threading
 sys.path.insert(0, {tests_dir!r})
 from conftest import tiny_bert_config
-from bert_jax import objectives
+from bert_jax.objectives.bert_task import BertPretrainingTask
 from bert_jax.training import loop
 
-def stuck(split, global_batch_size):
-    print("BLOCKED", flush=True)
-    threading.Event().wait()  # a reader that never returns (a hung network disk)
-    yield {{}}
+class StuckTask(BertPretrainingTask):
+    def batches(self, split, global_batch_size, draw=0):
+        print("BLOCKED", flush=True)
+        threading.Event().wait()  # a reader that never returns (a hung network disk)
+        yield {{}}
 
 config = tiny_bert_config()
 config.train.stop_grace_s = {grace}
-task = dataclasses.replace(objectives.get_task(config), batches=stuck)
+task = StuckTask(config)
 loop.train_and_evaluate(config, {workdir!r}, task=task)
 """
 

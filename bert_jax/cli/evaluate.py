@@ -21,7 +21,7 @@ import jax
 import ml_collections
 
 from bert_jax import objectives
-from bert_jax.objectives import baselines, bert_eval
+from bert_jax.objectives import bert_eval
 from bert_jax.runtime import sharding
 from bert_jax.training import loop, state
 
@@ -68,7 +68,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
         data_sharding = sharding.data_sharding(mesh, rules)
         results: dict[str, float] = {"step": step}
         if config.model.name in ("bert", "albert"):
-            train_counts = baselines.training_unigram_counts(config.data, task.tokenizer)
+            train_counts = bert_eval.training_unigram_counts(config.data, task.tokenizer)
             pairs = pair_cross_evaluation(
                 config, graphdef, params, data_sharding, config.train.eval_batches
             )

@@ -1,14 +1,15 @@
 """Downstream fine-tuning and evaluation of pretrained encoders: one pipeline.
 
-- `runner`: the task type, `FinetuneTask` (what the model is, how a split becomes
-  batches, how outputs are scored), `predict`, and `run`: build -> train (the
-  pretraining loop, `bert_jax.training.loop.train_and_evaluate`) -> predict -> score -> write.
+- `runner`: the task type, `FinetuneTask` (an `objectives.Task`, the train loop's
+  contract, plus ``predict_batch`` and ``score``), `predict`, and `run`: build -> train
+  (the pretraining loop, `bert_jax.training.loop.train_and_evaluate`) -> predict -> score
+  -> write.
 - `batching`: the one ``Task.batches`` of fine-tuning: indexed rows, shuffled for training, padded
   single passes for evaluation.
-- The task builders, each returning a `FinetuneTask`: `classification` (GLUE and
-  Rotten Tomatoes on BERT / ALBERT, STS-B regression included), `squad_finetune`
-  (span extraction) and `text_to_text` (T5). `finetune.run_finetune` (``bert-jax
-  finetune``) picks one.
+- The tasks, each a `FinetuneTask` subclass: `classification.ClassificationTask` (GLUE
+  and Rotten Tomatoes on BERT / ALBERT, STS-B regression included),
+  `squad_finetune.SquadTask` (span extraction) and `text_to_text.TextToTextTask` (T5).
+  `finetune.run_finetune` (``bert-jax finetune``) picks one.
 - `encoder_init`: where the encoder starts: our pretraining checkpoint, a Hugging
   Face directory, or random.
 - `classifier`: sequence classification / regression head on

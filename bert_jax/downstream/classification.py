@@ -1,10 +1,10 @@
 """Sentence (pair) classification and regression on BERT / ALBERT: Rotten Tomatoes and GLUE.
 
-``build_task(config)`` reads the task's labelled examples, builds the encoder with a
+``ClassificationTask(config)`` reads the task's labelled examples, builds the encoder with a
 head (`classifier`) from ``config.finetune.init`` (`encoder_init`), and scores the
 final parameters with the task's official metrics (accuracy, F1, Matthews; Pearson
 and Spearman for STS-B). The in-loop evaluation comes from additive statistics
-(`classifier.make_eval_fn`). `runner.run` does the rest.
+(`classifier.eval_sums`). `runner.run` does the rest.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import ml_collections
 import numpy as np
 
-from bert_jax import objectives
 from bert_jax.downstream import batching, classifier, glue, metrics, rotten_tomatoes
 from bert_jax.downstream.encoder_init import load_encoder_source
 from bert_jax.downstream.runner import FinetuneTask, Scored
@@ -110,42 +109,53 @@ def official_scores(spec: glue.GlueTask, outputs: np.ndarray, labels: np.ndarray
     return out
 
 
-def make_score(spec: glue.GlueTask, splits: dict[str, list[glue.LabelledExample]]):
-    """``(split, outputs) -> Scored``: `official_scores` against the split's gold labels."""
-
-    def score(split: str, outputs: np.ndarray) -> Scored:
-        labels = np.array([example.label for example in splits[split]])
-        return Scored(official_scores(spec, outputs, labels))
-
-    return score
+def score_split(spec: glue.GlueTask, examples: list[glue.LabelledExample], outputs) -> Scored:
+    """`official_scores` of one split's outputs against its examples' gold labels."""
+    labels = np.array([example.label for example in examples])
+    return Scored(official_scores(spec, outputs, labels))
 
 
-def build_task(config: ml_collections.ConfigDict) -> FinetuneTask:
-    """The classification / regression task of ``config.finetune.task``."""
-    spec = glue.task_spec(config.finetune.task)
-    regression = spec.is_regression
-    source = load_encoder_source(config)
-    model_config = classifier.FinetuneModelConfig(
-        source.encoder_config, "regression" if regression else "classification", spec.num_labels
-    )
-    splits = read_splits(config)
-    max_seq_length = config.data.max_seq_length
-    objective = objectives.Task(
-        tokenizer=source.tokenizer,
-        model_config=model_config,
-        create_model=lambda rngs: classifier.BertForSequenceClassification(model_config, rngs=rngs),
-        loss_fn=classifier.make_loss_fn(regression),
-        eval_fn=classifier.make_eval_fn(spec.num_labels, regression),
-        finish_eval=classifier.make_finish_eval(spec.num_labels, regression),
-        eval_baselines=classifier.make_eval_baselines(regression),
-        tokens_per_example=max_seq_length,
-        batches=batching.make_batches(
-            splits,
-            lambda rows: EncodeExample(rows, source.tokenizer, max_seq_length, regression),
-            config.seed,
-        ),
-        initial_params=source.initial_params,
-    )
-    return FinetuneTask(
-        spec.name, objective, splits, classifier.encoder_logits, make_score(spec, splits)
-    )
+class ClassificationTask(FinetuneTask):
+    """The classification / regression task of ``config.finetune.task``: the encoder of
+    ``config.finetune.init`` with a head (`classifier.BertForSequenceClassification`)."""
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        self.spec = glue.task_spec(config.finetune.task)
+        self.regression = self.spec.is_regression
+        source = load_encoder_source(config)
+        self.model_config = classifier.FinetuneModelConfig(
+            source.encoder_config,
+            "regression" if self.regression else "classification",
+            self.spec.num_labels,
+        )
+        self.splits = read_splits(config)
+        self.name, self.seed = self.spec.name, config.seed
+        self.tokenizer, self.initial_params = source.tokenizer, source.initial_params
+        self.tokens_per_example = self.max_seq_length = config.data.max_seq_length
+
+    def create_model(self, rngs) -> classifier.BertForSequenceClassification:
+        return classifier.BertForSequenceClassification(self.model_config, rngs=rngs)
+
+    def loss_fn(self, model, batch, *, deterministic: bool, rngs=None):
+        return classifier.classification_loss(
+            model, batch, regression=self.regression, deterministic=deterministic, rngs=rngs
+        )
+
+    def eval_fn(self, model, batch):
+        logits = classifier.encoder_logits(model, batch)
+        return classifier.eval_sums(logits, batch, self.spec.num_labels, self.regression)
+
+    def eval_metrics(self, totals: dict[str, float]) -> dict[str, float]:
+        return classifier.eval_metrics(totals, self.spec.num_labels, self.regression)
+
+    def eval_baselines(self, batches) -> dict[str, float]:
+        return classifier.label_baselines(batches, self.regression)
+
+    def row_features(self, rows) -> EncodeExample:
+        return EncodeExample(rows, self.tokenizer, self.max_seq_length, self.regression)
+
+    def predict_batch(self, model, batch):
+        return classifier.encoder_logits(model, batch)
+
+    def score(self, split: str, outputs: np.ndarray) -> Scored:
+        return score_split(self.spec, self.splits[split], outputs)

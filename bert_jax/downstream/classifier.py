@@ -87,22 +87,20 @@ class BertForSequenceClassification(nnx.Module):
         return self.classifier(pooled).astype(jnp.float32)  # [batch, num_labels]
 
 
-def make_loss_fn(regression: bool):
-    def loss_fn(model, batch, *, deterministic: bool, rngs=None):
-        logits = model(
-            batch["input_ids"],
-            batch["segment_ids"],
-            batch["input_mask"],
-            deterministic=deterministic,
-            rngs=rngs,
-        )  # [batch, num_labels]
-        if regression:
-            loss = jnp.mean(jnp.square(logits[:, 0] - batch["label"]))
-            return loss, {}
-        xent = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
-        return jnp.mean(xent), {"accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"])}
-
-    return loss_fn
+def classification_loss(model, batch, *, regression: bool, deterministic: bool, rngs=None):
+    """``(loss, metrics)``: cross-entropy and accuracy, or for regression the squared error."""
+    logits = model(
+        batch["input_ids"],
+        batch["segment_ids"],
+        batch["input_mask"],
+        deterministic=deterministic,
+        rngs=rngs,
+    )  # [batch, num_labels]
+    if regression:
+        loss = jnp.mean(jnp.square(logits[:, 0] - batch["label"]))
+        return loss, {}
+    xent = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+    return jnp.mean(xent), {"accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"])}
 
 
 def encoder_logits(model, batch) -> jax.Array:
@@ -111,69 +109,56 @@ def encoder_logits(model, batch) -> jax.Array:
     return model(batch["input_ids"], batch["segment_ids"], batch["input_mask"])
 
 
-def make_eval_fn(num_labels: int, regression: bool, logits_fn=encoder_logits):
-    """Weighted sums over one batch (padding examples weigh 0).
-
-    ``logits_fn(model, batch) -> [batch, num_labels]`` scores the classes (T5's
-    rank classification passes its label log-likelihoods).
-    """
-
-    def eval_fn(model, batch):
-        logits = logits_fn(model, batch)
-        weight, label = batch["example_weight"], batch["label"]
-        sums = {"count": jnp.sum(weight)}
-        if regression:
-            score = logits[:, 0]
-            sums["squared_error"] = jnp.sum(weight * jnp.square(score - label))
-            for name, value in (("x", score), ("y", label), ("xx", score * score)):
-                sums[f"sum_{name}"] = jnp.sum(weight * value)
-            sums["sum_yy"] = jnp.sum(weight * label * label)
-            sums["sum_xy"] = jnp.sum(weight * score * label)
-            return sums
-        xent = optax.softmax_cross_entropy_with_integer_labels(logits, label)
-        sums["xent"] = jnp.sum(weight * xent)
-        predicted = jnp.argmax(logits, -1)
-        for true in range(num_labels):  # the confusion matrix, one scalar per cell
-            for guess in range(num_labels):
-                hits = (label == true) & (predicted == guess)
-                sums[f"confusion_{true}_{guess}"] = jnp.sum(weight * hits)
+def eval_sums(logits, batch, num_labels: int, regression: bool) -> dict[str, jax.Array]:
+    """Weighted sums over one batch (padding examples weigh 0) of its class scores
+    ``logits`` ``[batch, num_labels]`` (T5's rank classification passes its label
+    log-likelihoods), or for regression a predicted score in column 0."""
+    weight, label = batch["example_weight"], batch["label"]
+    sums = {"count": jnp.sum(weight)}
+    if regression:
+        score = logits[:, 0]
+        sums["squared_error"] = jnp.sum(weight * jnp.square(score - label))
+        for name, value in (("x", score), ("y", label), ("xx", score * score)):
+            sums[f"sum_{name}"] = jnp.sum(weight * value)
+        sums["sum_yy"] = jnp.sum(weight * label * label)
+        sums["sum_xy"] = jnp.sum(weight * score * label)
         return sums
+    xent = optax.softmax_cross_entropy_with_integer_labels(logits, label)
+    sums["xent"] = jnp.sum(weight * xent)
+    predicted = jnp.argmax(logits, -1)
+    for true in range(num_labels):  # the confusion matrix, one scalar per cell
+        for guess in range(num_labels):
+            hits = (label == true) & (predicted == guess)
+            sums[f"confusion_{true}_{guess}"] = jnp.sum(weight * hits)
+    return sums
 
-    return eval_fn
 
-
-def make_finish_eval(num_labels: int, regression: bool):
-    def finish_eval(totals: dict[str, float]) -> dict[str, float]:
-        count = max(totals["count"], 1.0)
-        if regression:
-            sums = [totals[f"sum_{k}"] for k in ("x", "y", "xx", "yy", "xy")]
-            return {
-                "loss": totals["squared_error"] / count,
-                "pearson": metrics.pearson_from_sums(totals["count"], *sums),
-            }
-        confusion = np.array(
-            [[totals[f"confusion_{t}_{g}"] for g in range(num_labels)] for t in range(num_labels)]
-        )
-        out = {
-            "loss": totals["xent"] / count,
-            "accuracy": metrics.accuracy_from_confusion(confusion),
-            "matthews_corr": metrics.matthews_from_confusion(confusion),
+def eval_metrics(totals: dict[str, float], num_labels: int, regression: bool) -> dict:
+    """The metrics of the totals of `eval_sums` over the held-out batches."""
+    count = max(totals["count"], 1.0)
+    if regression:
+        sums = [totals[f"sum_{k}"] for k in ("x", "y", "xx", "yy", "xy")]
+        return {
+            "loss": totals["squared_error"] / count,
+            "pearson": metrics.pearson_from_sums(totals["count"], *sums),
         }
-        if num_labels == 2:
-            out["f1"] = metrics.f1_from_confusion(confusion)
-        return out
+    confusion = np.array(
+        [[totals[f"confusion_{t}_{g}"] for g in range(num_labels)] for t in range(num_labels)]
+    )
+    out = {
+        "loss": totals["xent"] / count,
+        "accuracy": metrics.accuracy_from_confusion(confusion),
+        "matthews_corr": metrics.matthews_from_confusion(confusion),
+    }
+    if num_labels == 2:
+        out["f1"] = metrics.f1_from_confusion(confusion)
+    return out
 
-    return finish_eval
 
-
-def make_eval_baselines(regression: bool):
+def label_baselines(batches, regression: bool) -> dict[str, float]:
     """What a model that ignores its input scores on the held-out batches."""
-
-    def eval_baselines(batches) -> dict[str, float]:
-        weight = np.concatenate([b["example_weight"] for b in batches]) > 0
-        labels = np.concatenate([b["label"] for b in batches])[weight]
-        if regression:
-            return {"mean_prediction_mse": float(np.var(labels))}
-        return {"majority_accuracy": float(np.bincount(labels).max() / max(labels.size, 1))}
-
-    return eval_baselines
+    weight = np.concatenate([b["example_weight"] for b in batches]) > 0
+    labels = np.concatenate([b["label"] for b in batches])[weight]
+    if regression:
+        return {"mean_prediction_mse": float(np.var(labels))}
+    return {"majority_accuracy": float(np.bincount(labels).max() / max(labels.size, 1))}

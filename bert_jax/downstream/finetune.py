@@ -1,8 +1,9 @@
 """``bert-jax finetune``: picks the task's builder and runs it through `runner.run`.
 
 ``config.finetune.task`` and ``config.finetune.model`` choose the `runner.FinetuneTask`:
-SQuAD (`squad_finetune`), T5 text-to-text (``model='t5'``, `text_to_text`), or
-classification / regression on BERT / ALBERT (`classification`). The encoder starts
+SQuAD (`squad_finetune.SquadTask`), T5 text-to-text (``model='t5'``,
+`text_to_text.TextToTextTask`), or classification / regression on BERT / ALBERT
+(`classification.ClassificationTask`). The encoder starts
 from ``config.finetune.init`` (`encoder_init`); results go to
 ``WORKDIR/finetune_results.json``.
 """
@@ -17,10 +18,10 @@ from bert_jax.downstream import classification, runner, squad_finetune, text_to_
 def build_task(config: ml_collections.ConfigDict) -> runner.FinetuneTask:
     """The fine-tuning task ``config.finetune`` names."""
     if config.finetune.task in squad_finetune.VERSIONS:
-        return squad_finetune.build_task(config)
+        return squad_finetune.SquadTask(config)
     if config.finetune.model == "t5":
-        return text_to_text.build_task(config)
-    return classification.build_task(config)
+        return text_to_text.TextToTextTask(config)
+    return classification.ClassificationTask(config)
 
 
 def run_finetune(config: ml_collections.ConfigDict, workdir: str) -> dict:

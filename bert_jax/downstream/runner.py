@@ -1,7 +1,8 @@
 """The fine-tuning task type and its one runner: build -> train -> predict -> score -> write.
 
 Every downstream task (classification and regression on BERT/ALBERT, SQuAD span
-extraction, T5 text-to-text) is a `FinetuneTask` built by its own module; `run`
+extraction, T5 text-to-text) is a subclass of `FinetuneTask`, itself an
+`objectives.Task` (the contract the train loop calls), in its own module; `run`
 trains it with the pretraining loop, `bert_jax.training.loop.train_and_evaluate`, then
 predicts every evaluation split with the final parameters, scores the outputs with
 the official metrics and writes ``WORKDIR/finetune_results.json`` (and
@@ -10,12 +11,12 @@ the official metrics and writes ``WORKDIR/finetune_results.json`` (and
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 import jax
 import ml_collections
@@ -26,6 +27,7 @@ from jax.experimental import multihost_utils
 from bert_jax import objectives
 from bert_jax.checkpointing import lock
 from bert_jax.data import pipeline
+from bert_jax.downstream import batching
 from bert_jax.runtime import sharding
 from bert_jax.training import loop, state
 
@@ -39,27 +41,39 @@ class Scored:
     predictions: dict | None = None
 
 
-@dataclasses.dataclass(frozen=True)
-class FinetuneTask:
-    """One fine-tuning task: what the model is, how a split becomes batches, how
-    outputs are scored.
+class FinetuneTask(objectives.Task):
+    """One fine-tuning task: the `objectives.Task` the train loop trains, plus how its
+    evaluation splits are predicted and scored after training.
 
-    Attributes:
+    Attributes (set by each subclass, besides the `objectives.Task` ones):
       name: ``config.finetune.task`` (logged and written with the results).
-      objective: model, loss and in-loop evaluation for the train loop; its
-        ``batches`` is `batching.make_batches` over ``splits``.
       splits: the rows of every split (labelled examples, SQuAD windows); every
         split but 'train' is predicted and scored after training.
-      outputs_fn: ``(model, batch) -> outputs`` (an array, or a tuple / dict of
-        them, batch axis first): what ``score`` reads.
-      score: ``(split, outputs of all its rows in row order) -> Scored``.
+      seed: shuffling seed of the training split.
     """
 
     name: str
-    objective: objectives.Task
     splits: Mapping[str, Sequence]
-    outputs_fn: Callable
-    score: Callable[[str, Any], Scored]
+    seed: int
+
+    @abc.abstractmethod
+    def row_features(self, rows: Sequence) -> batching.RowFeatures:
+        """The map turning one row of ``rows`` (one split) into model features."""
+
+    def batches(self, split: str, global_batch_size: int, draw: int = 0):
+        """`batching.make_batches` over ``splits`` (a fixed split: one draw)."""
+        del draw
+        make = batching.make_batches(self.splits, self.row_features, self.seed)
+        return make(split, global_batch_size)
+
+    @abc.abstractmethod
+    def predict_batch(self, model, batch):
+        """``(model, batch) -> outputs`` (an array, or a tuple / dict of them, batch axis
+        first), deterministic: what ``score`` reads."""
+
+    @abc.abstractmethod
+    def score(self, split: str, outputs) -> Scored:
+        """Official metrics of ``split`` from the outputs of all its rows in row order."""
 
     @property
     def eval_splits(self) -> tuple[str, ...]:
@@ -67,7 +81,7 @@ class FinetuneTask:
 
 
 def predict(config: ml_collections.ConfigDict, task: FinetuneTask, params, split: str):
-    """``task.outputs_fn`` on every row of ``split`` (all hosts), in row order.
+    """``task.predict_batch`` on every row of ``split`` (all hosts), in row order.
 
     Raises:
       RuntimeError: the pass did not return each row exactly once (a padding or
@@ -75,14 +89,14 @@ def predict(config: ml_collections.ConfigDict, task: FinetuneTask, params, split
     """
     outputs, indices = [], []
     with sharding.mesh_context(config.mesh) as (mesh, rules):
-        graphdef, _ = state.abstract_params(task.objective)
+        graphdef, _ = state.abstract_params(task)
         data_sharding = sharding.data_sharding(mesh, rules)
 
         @jax.jit
         def forward(params, batch):
-            return task.outputs_fn(nnx.merge(graphdef, params), batch)
+            return task.predict_batch(nnx.merge(graphdef, params), batch)
 
-        for batch in task.objective.batches(split, config.train.batch_size):
+        for batch in task.batches(split, config.train.batch_size):
             output = forward(params, pipeline.global_batch(batch, data_sharding))
             outputs.append(
                 jax.tree.map(np.asarray, multihost_utils.process_allgather(output, tiled=True))
@@ -108,7 +122,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, task: FinetuneTask) -> 
     """
     # Training, predictions and results are one writer of the workdir (lock.py).
     with lock.hold(workdir):
-        result = loop.train_and_evaluate(config, workdir, task=task.objective)
+        result = loop.train_and_evaluate(config, workdir, task=task)
         final = {}
         for split in task.eval_splits:
             scored = task.score(split, predict(config, task, result["state"].params, split))

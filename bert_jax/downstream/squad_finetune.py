@@ -1,4 +1,4 @@
-"""SQuAD v1.1 / v2.0 fine-tuning: a `runner.FinetuneTask` of context windows.
+"""SQuAD v1.1 / v2.0 fine-tuning: `SquadTask`, a `runner.FinetuneTask` of context windows.
 
 Training rows are the context windows of `squad.create_features` (gold start/end
 token, [CLS] when the answer is not in the window; training contexts are tokenized
@@ -21,7 +21,6 @@ import numpy as np
 import optax
 from flax import nnx
 
-from bert_jax import objectives
 from bert_jax.downstream import batching, classifier, metrics, squad
 from bert_jax.downstream.encoder_init import load_encoder_source
 from bert_jax.downstream.runner import FinetuneTask, Scored
@@ -90,94 +89,87 @@ def _span_xent(model, batch, deterministic, rngs):
     return (start + end) / 2, start_correct, end_correct  # [batch] each
 
 
-def loss_fn(model, batch, *, deterministic: bool, rngs=None):
-    xent, start_correct, end_correct = _span_xent(model, batch, deterministic, rngs)
-    return jnp.mean(xent), {
-        "start_accuracy": jnp.mean(start_correct),
-        "end_accuracy": jnp.mean(end_correct),
-    }
+class SquadTask(FinetuneTask):
+    """The SQuAD task of ``config.finetune.task``: training and evaluation windows of the
+    encoder of ``config.finetune.init`` with a span head, scored per question."""
 
+    def __init__(self, config: ml_collections.ConfigDict):
+        finetune_config = self.finetune_config = config.finetune
+        source = load_encoder_source(config)
+        self.model_config = classifier.FinetuneModelConfig(source.encoder_config, "span", 2)
+        self.examples = {split: read_split(config, split) for split in ("train", "validation")}
+        self.splits = {
+            split: squad.create_features(
+                split_examples,
+                source.tokenizer,
+                max_seq_length=config.data.max_seq_length,
+                doc_stride=finetune_config.doc_stride,
+                max_query_length=finetune_config.max_query_length,
+                # Train labels are exact answers; evaluation tokenizes without the answers.
+                exact_answer_boundaries=split == "train",
+            )
+            for split, split_examples in self.examples.items()
+        }
+        logging.info("SQuAD windows: %s", {split: len(f) for split, f in self.splits.items()})
+        self.name, self.seed = finetune_config.task, config.seed
+        self.tokenizer, self.initial_params = source.tokenizer, source.initial_params
+        self.tokens_per_example = config.data.max_seq_length
 
-def eval_fn(model, batch):
-    xent, start_correct, end_correct = _span_xent(model, batch, True, None)
-    weight = batch["example_weight"]
-    return {
-        "xent": jnp.sum(weight * xent),
-        "start_correct": jnp.sum(weight * start_correct),
-        "end_correct": jnp.sum(weight * end_correct),
-        "count": jnp.sum(weight),
-    }
+    def create_model(self, rngs) -> BertForQuestionAnswering:
+        return BertForQuestionAnswering(self.model_config, rngs=rngs)
 
+    def loss_fn(self, model, batch, *, deterministic: bool, rngs=None):
+        xent, start_correct, end_correct = _span_xent(model, batch, deterministic, rngs)
+        return jnp.mean(xent), {
+            "start_accuracy": jnp.mean(start_correct),
+            "end_accuracy": jnp.mean(end_correct),
+        }
 
-def finish_eval(totals: dict[str, float]) -> dict[str, float]:
-    count = max(totals["count"], 1.0)
-    return {
-        "loss": totals["xent"] / count,
-        "start_accuracy": totals["start_correct"] / count,
-        "end_accuracy": totals["end_correct"] / count,
-    }
+    def eval_fn(self, model, batch):
+        xent, start_correct, end_correct = _span_xent(model, batch, True, None)
+        weight = batch["example_weight"]
+        return {
+            "xent": jnp.sum(weight * xent),
+            "start_correct": jnp.sum(weight * start_correct),
+            "end_correct": jnp.sum(weight * end_correct),
+            "count": jnp.sum(weight),
+        }
 
+    def eval_metrics(self, totals: dict[str, float]) -> dict[str, float]:
+        count = max(totals["count"], 1.0)
+        return {
+            "loss": totals["xent"] / count,
+            "start_accuracy": totals["start_correct"] / count,
+            "end_accuracy": totals["end_correct"] / count,
+        }
 
-def eval_baselines(batches) -> dict[str, float]:
-    """Start accuracy of always answering [CLS] (windows that hold no answer)."""
-    weight = np.concatenate([b["example_weight"] for b in batches])
-    at_cls = np.concatenate([b["start_positions"] for b in batches]) == 0
-    return {"cls_start_accuracy": float(np.sum(weight * at_cls) / max(weight.sum(), 1.0))}
+    def eval_baselines(self, batches) -> dict[str, float]:
+        """Start accuracy of always answering [CLS] (windows that hold no answer)."""
+        weight = np.concatenate([b["example_weight"] for b in batches])
+        at_cls = np.concatenate([b["start_positions"] for b in batches]) == 0
+        return {"cls_start_accuracy": float(np.sum(weight * at_cls) / max(weight.sum(), 1.0))}
 
+    def row_features(self, rows: squad.SquadFeatures) -> WindowRow:
+        return WindowRow(rows)
 
-def make_score(config, examples: list[squad.SquadExample], features: squad.SquadFeatures):
-    """``(split, (start_logits, end_logits) of every window) -> Scored``: n-best span
-    decoding per question, the official EM / F1, and the answers."""
-    version = VERSIONS[config.finetune.task]
+    def predict_batch(self, model, batch):
+        return classifier.encoder_logits(model, batch)  # (start_logits, end_logits)
 
-    def score(split: str, outputs) -> Scored:
+    def score(self, split: str, outputs) -> Scored:
+        """n-best span decoding per question of ``(start_logits, end_logits)`` of every
+        window, the official EM / F1, and the answers."""
+        version = VERSIONS[self.finetune_config.task]
         start_logits, end_logits = outputs
+        examples = self.examples[split]
         predictions, _ = squad.decode_predictions(
             examples,
-            features,
+            self.splits[split],
             start_logits,
             end_logits,
-            n_best_size=config.finetune.n_best_size,
-            max_answer_length=config.finetune.max_answer_length,
+            n_best_size=self.finetune_config.n_best_size,
+            max_answer_length=self.finetune_config.max_answer_length,
             version=version,
-            null_score_diff_threshold=config.finetune.null_score_diff_threshold,
+            null_score_diff_threshold=self.finetune_config.null_score_diff_threshold,
         )
         golds = {example.question_id: example.answers for example in examples}
         return Scored(metrics.squad_scores(predictions, golds, version), predictions)
-
-    return score
-
-
-def build_task(config: ml_collections.ConfigDict) -> FinetuneTask:
-    """The SQuAD task: training and evaluation windows, scored per question."""
-    finetune_config = config.finetune
-    source = load_encoder_source(config)
-    model_config = classifier.FinetuneModelConfig(source.encoder_config, "span", 2)
-    examples = {split: read_split(config, split) for split in ("train", "validation")}
-    features = {
-        split: squad.create_features(
-            split_examples,
-            source.tokenizer,
-            max_seq_length=config.data.max_seq_length,
-            doc_stride=finetune_config.doc_stride,
-            max_query_length=finetune_config.max_query_length,
-            # Train labels are exact answers; evaluation tokenizes without the answers.
-            exact_answer_boundaries=split == "train",
-        )
-        for split, split_examples in examples.items()
-    }
-    logging.info("SQuAD windows: %s", {split: len(f) for split, f in features.items()})
-    objective = objectives.Task(
-        tokenizer=source.tokenizer,
-        model_config=model_config,
-        create_model=lambda rngs: BertForQuestionAnswering(model_config, rngs=rngs),
-        loss_fn=loss_fn,
-        eval_fn=eval_fn,
-        finish_eval=finish_eval,
-        eval_baselines=eval_baselines,
-        tokens_per_example=config.data.max_seq_length,
-        batches=batching.make_batches(features, WindowRow, config.seed),
-        initial_params=source.initial_params,
-    )
-    score = make_score(config, examples["validation"], features["validation"])
-    return FinetuneTask(finetune_config.task, objective, features, classifier.encoder_logits, score)

@@ -28,11 +28,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from bert_jax import objectives
 from bert_jax.data.tokenizer import Tokenizer
 from bert_jax.downstream import batching, classification, classifier, glue
 from bert_jax.downstream.encoder_init import pretrain_recipe
-from bert_jax.downstream.runner import FinetuneTask
+from bert_jax.downstream.runner import FinetuneTask, Scored
 from bert_jax.models import t5
 from bert_jax.objectives import t5_task
 from bert_jax.runtime import sharding
@@ -117,65 +116,54 @@ class EncodeTextToText(batching.RowFeatures):
         }
 
 
-def make_label_scores(targets: np.ndarray):
-    """``(model, batch) -> [batch, num_labels]`` log-likelihood of each label's target text."""
+def label_scores(model, batch, targets: np.ndarray) -> jax.Array:
+    """``[batch, num_labels]`` log-likelihood of each label's target text (``targets``,
+    `label_targets`)."""
+    inputs = batch["encoder_input_tokens"]
+    encoded = model.encode(inputs)  # [batch, inputs_length, embed]
 
-    def label_scores(model, batch) -> jax.Array:
-        inputs = batch["encoder_input_tokens"]
-        encoded = model.encode(inputs)  # [batch, inputs_length, embed]
+    def score(label_target: jax.Array) -> jax.Array:  # [targets_length] -> [batch]
+        target = jnp.broadcast_to(label_target, (inputs.shape[0], label_target.size))
+        decoder_inputs = jnp.pad(target[:, :-1], ((0, 0), (1, 0)))  # shift right, 0 = start
+        logits = model.decode(encoded, inputs, decoder_inputs)  # [batch, targets, vocab]
+        log_probs = jax.nn.log_softmax(logits, -1)
+        token_scores = jnp.take_along_axis(log_probs, target[..., None], -1)[..., 0]
+        return jnp.sum(token_scores * (target > 0), -1)
 
-        def score(label_target: jax.Array) -> jax.Array:  # [targets_length] -> [batch]
-            target = jnp.broadcast_to(label_target, (inputs.shape[0], label_target.size))
-            decoder_inputs = jnp.pad(target[:, :-1], ((0, 0), (1, 0)))  # shift right, 0 = start
-            logits = model.decode(encoded, inputs, decoder_inputs)  # [batch, targets, vocab]
-            log_probs = jax.nn.log_softmax(logits, -1)
-            token_scores = jnp.take_along_axis(log_probs, target[..., None], -1)[..., 0]
-            return jnp.sum(token_scores * (target > 0), -1)
-
-        # One decoder pass per label, compiled once (STS-B has 26 labels).
-        return jax.lax.map(score, jnp.asarray(targets)).T  # [batch, num_labels]
-
-    return label_scores
+    # One decoder pass per label, compiled once (STS-B has 26 labels).
+    return jax.lax.map(score, jnp.asarray(targets)).T  # [batch, num_labels]
 
 
-def make_stsb_predictions(label_scores):
-    """``(model, batch) -> [batch, 2]``: the best-ranked score string parsed to a float,
-    then the expected score under the model's distribution over the 26 strings."""
+def stsb_predictions(model, batch, targets: np.ndarray) -> jax.Array:
+    """``[batch, 2]``: the best-ranked score string parsed to a float, then the expected
+    score under the model's distribution over the 26 strings."""
     scores = jnp.asarray(STSB_SCORES)
-
-    def stsb_predictions(model, batch) -> jax.Array:
-        log_likelihoods = label_scores(model, batch)  # [batch, 26]
-        best = scores[jnp.argmax(log_likelihoods, -1)]  # [batch]
-        expected = jax.nn.softmax(log_likelihoods, -1) @ scores  # [batch]
-        return jnp.stack([best, expected], -1)  # [batch, 2]
-
-    return stsb_predictions
+    log_likelihoods = label_scores(model, batch, targets)  # [batch, 26]
+    best = scores[jnp.argmax(log_likelihoods, -1)]  # [batch]
+    expected = jax.nn.softmax(log_likelihoods, -1) @ scores  # [batch]
+    return jnp.stack([best, expected], -1)  # [batch, 2]
 
 
-def make_stsb_eval_fn(stsb_predictions):
-    """Regression sums (`classifier.make_eval_fn`) of the best score, and of the expected
-    score with keys prefixed ``expected_``."""
-
-    def eval_fn(model, batch):
-        predictions = stsb_predictions(model, batch)  # [batch, 2]
-        sums = {}
-        for column, prefix in enumerate(("", "expected_")):
-            column_eval = classifier.make_eval_fn(
-                1, True, lambda *_, column=column: predictions[:, column : column + 1]
-            )
-            sums.update({prefix + key: value for key, value in column_eval(model, batch).items()})
-        return sums
-
-    return eval_fn
+def stsb_eval_sums(predictions: jax.Array, batch) -> dict[str, jax.Array]:
+    """Regression sums (`classifier.eval_sums`) of the best score of ``predictions``
+    (`stsb_predictions`), and of the expected score with keys prefixed ``expected_``."""
+    sums = {}
+    for column, prefix in enumerate(("", "expected_")):
+        column_sums = classifier.eval_sums(predictions[:, column : column + 1], batch, 1, True)
+        sums.update({prefix + key: value for key, value in column_sums.items()})
+    return sums
 
 
-def stsb_finish_eval(totals: dict[str, float]) -> dict[str, float]:
+def stsb_eval_metrics(totals: dict[str, float]) -> dict[str, float]:
     """``loss`` (squared error) and ``pearson`` of the best score, as BERT's STS-B
     reports them, plus ``expected_score_mse`` / ``expected_score_pearson``."""
-    finish = classifier.make_finish_eval(1, True)
-    best = finish({k: v for k, v in totals.items() if not k.startswith("expected_")})
-    expected = finish(
-        {k.removeprefix("expected_"): v for k, v in totals.items() if k.startswith("expected_")}
+    best = classifier.eval_metrics(
+        {k: v for k, v in totals.items() if not k.startswith("expected_")}, 1, True
+    )
+    expected = classifier.eval_metrics(
+        {k.removeprefix("expected_"): v for k, v in totals.items() if k.startswith("expected_")},
+        1,
+        True,
     )
     return {
         **best,
@@ -230,49 +218,60 @@ def checkpoint_t5_config(workdir: str) -> t5.T5Config:
     return saved_model_config(workdir, expect=(t5.T5Config, "model=t5 fine-tunes T5 checkpoints"))
 
 
-def build_task(config: ml_collections.ConfigDict) -> FinetuneTask:
-    """The text-to-text task of ``config.finetune.task``. Its outputs are the label
-    scores ``[batch, num_labels]`` for classification; for STS-B ``[batch, 2]`` (best
-    score, expected score) whose first column `classification.official_scores` reads
-    as the prediction."""
-    name = config.finetune.task
-    if name not in LABEL_WORDS:
-        raise ValueError(f"text-to-text fine-tuning covers {sorted(LABEL_WORDS)}, not {name!r}")
-    spec = glue.task_spec(name)
-    model_config, tokenizer, initial_params = load_t5(config)
-    if tokenizer.vocab_size != model_config.vocab_size:
-        raise ValueError(
-            f"vocabulary {config.data.vocab_path} has {tokenizer.vocab_size} ids, the T5 model "
-            f"{model_config.vocab_size}"
+class TextToTextTask(FinetuneTask):
+    """The text-to-text task of ``config.finetune.task`` on the T5 of
+    ``config.finetune.init``. Its outputs are the label scores ``[batch, num_labels]``
+    for classification; for STS-B ``[batch, 2]`` (best score, expected score) whose first
+    column `classification.official_scores` reads as the prediction."""
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        name = config.finetune.task
+        if name not in LABEL_WORDS:
+            raise ValueError(f"text-to-text fine-tuning covers {sorted(LABEL_WORDS)}, not {name!r}")
+        self.spec = glue.task_spec(name)
+        self.model_config, self.tokenizer, self.initial_params = load_t5(config)
+        if self.tokenizer.vocab_size != self.model_config.vocab_size:
+            raise ValueError(
+                f"vocabulary {config.data.vocab_path} has {self.tokenizer.vocab_size} ids, the "
+                f"T5 model {self.model_config.vocab_size}"
+            )
+        self.splits = classification.read_splits(config)
+        self.targets = label_targets(self.tokenizer, LABEL_WORDS[name])
+        if self.spec.is_regression:
+            check_stsb_scores(self.splits)
+        self.name, self.seed = name, config.seed
+        self.inputs_length = config.data.max_seq_length
+        self.tokens_per_example = self.inputs_length + self.targets.shape[1]
+
+    def create_model(self, rngs) -> t5.T5ForConditionalGeneration:
+        return t5.T5ForConditionalGeneration(self.model_config, rngs=rngs)
+
+    def loss_fn(self, model, batch, *, deterministic: bool, rngs=None):
+        return t5_task.target_token_loss(
+            model, batch, z_loss=0.0, deterministic=deterministic, rngs=rngs
         )
-    splits = classification.read_splits(config)
-    targets = label_targets(tokenizer, LABEL_WORDS[name])
-    label_scores = make_label_scores(targets)
-    if spec.is_regression:
-        check_stsb_scores(splits)
-        outputs_fn = make_stsb_predictions(label_scores)
-        eval_fn, finish_eval = make_stsb_eval_fn(outputs_fn), stsb_finish_eval
-    else:
-        outputs_fn = label_scores
-        eval_fn = classifier.make_eval_fn(spec.num_labels, False, label_scores)
-        finish_eval = classifier.make_finish_eval(spec.num_labels, False)
-    inputs_length = config.data.max_seq_length
-    objective = objectives.Task(
-        tokenizer=tokenizer,
-        model_config=model_config,
-        create_model=lambda rngs: t5.T5ForConditionalGeneration(model_config, rngs=rngs),
-        loss_fn=t5_task.make_loss_fn(0.0),
-        eval_fn=eval_fn,
-        finish_eval=finish_eval,
-        eval_baselines=classifier.make_eval_baselines(spec.is_regression),
-        tokens_per_example=inputs_length + targets.shape[1],
-        batches=batching.make_batches(
-            splits,
-            lambda rows: EncodeTextToText(spec, rows, tokenizer, inputs_length, targets),
-            config.seed,
-        ),
-        initial_params=initial_params,
-    )
-    return FinetuneTask(
-        name, objective, splits, outputs_fn, classification.make_score(spec, splits)
-    )
+
+    def eval_fn(self, model, batch):
+        if self.spec.is_regression:
+            return stsb_eval_sums(self.predict_batch(model, batch), batch)
+        scores = label_scores(model, batch, self.targets)
+        return classifier.eval_sums(scores, batch, self.spec.num_labels, False)
+
+    def eval_metrics(self, totals: dict[str, float]) -> dict[str, float]:
+        if self.spec.is_regression:
+            return stsb_eval_metrics(totals)
+        return classifier.eval_metrics(totals, self.spec.num_labels, False)
+
+    def eval_baselines(self, batches) -> dict[str, float]:
+        return classifier.label_baselines(batches, self.spec.is_regression)
+
+    def row_features(self, rows) -> EncodeTextToText:
+        return EncodeTextToText(self.spec, rows, self.tokenizer, self.inputs_length, self.targets)
+
+    def predict_batch(self, model, batch) -> jax.Array:
+        if self.spec.is_regression:
+            return stsb_predictions(model, batch, self.targets)
+        return label_scores(model, batch, self.targets)
+
+    def score(self, split: str, outputs: np.ndarray) -> Scored:
+        return classification.score_split(self.spec, self.splits[split], outputs)

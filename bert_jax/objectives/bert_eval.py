@@ -1,4 +1,5 @@
-"""Held-out evaluation of BERT / ALBERT: masked-LM figures by what the input shows.
+"""Held-out evaluation of BERT / ALBERT: masked-LM figures by what the input shows, and
+the context-free baselines beside them.
 
 BERT's convention averages the masked-LM loss over every selected position, but 80/10/10
 corruption leaves 10% of them showing their own token in the input, where a model can
@@ -16,23 +17,34 @@ random position) shows the answer and counts as ``kept``: kinds describe what th
 sees, which is what the figures are meant to separate. ``[MASK]`` is never a random
 replacement nor a target (it is a special id), so the ``mask`` kind is exactly the
 selected positions whose input is the mask id.
+
+The context-free baselines are the bars a pretrained model must clear: a model that
+ignores context can at best predict the training corpus's token frequencies, so its
+cross-entropy on the held-out targets (``unigram_xent``) and the accuracy of always
+predicting the most frequent training token (``majority_accuracy``) are reported beside
+the model's figures (`held_out_baselines`; `bert-jax evaluate` uses them too).
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
 import math
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
+from bert_jax.data import sources
 from bert_jax.data.tokenizer import Tokenizer
-from bert_jax.objectives import baselines
 from bert_jax.objectives.logit_metrics import label_logit_stats
 
 # Index = the kind code of prediction_kinds.
 PREDICTION_KINDS = ("mask", "random", "kept")
+
+# Documents read to estimate the training unigram distribution (all of the
+# embedded corpus; a sample of real C4).
+MAX_DOCUMENTS = 20_000
 
 
 def pretraining_logits(model, batch, *, deterministic, rngs):
@@ -66,40 +78,37 @@ def prediction_kinds(input_ids, masked_lm_positions, masked_lm_ids, mask_id: int
     return xp.where(shown == mask_id, 0, kind).astype(xp.int32)
 
 
-def make_eval_fn(mask_id: int, pairs: bool = True):
-    """``(model, batch) -> sums`` over one held-out batch; ``finish_eval`` makes metrics.
+def eval_sums(model, batch, mask_id: int, pairs: bool = True) -> dict[str, jax.Array]:
+    """Sums over one held-out batch, all positions and by kind; `eval_metrics` of their
+    totals gives the figures.
 
     ``pairs=False`` (sentence_pair_task 'none'): no sentence-pair sums, since the untrained
     pair head's accuracy on all-zero labels would read as a perfect score.
     """
-
-    def eval_fn(model, batch) -> dict[str, jax.Array]:
-        mlm_logits, pair_logits = pretraining_logits(model, batch, deterministic=True, rngs=None)
-        labels, weights = batch["masked_lm_ids"], batch["masked_lm_weights"]
-        # [batch, predictions]; correct = gold logit >= row max (ties correct, logit_metrics).
-        xent, _, correct = label_logit_stats(mlm_logits, labels)
-        kinds = prediction_kinds(
-            batch["input_ids"], batch["masked_lm_positions"], labels, mask_id
-        )  # [batch, predictions]
-        sums = {
-            "mlm_xent": jnp.sum(xent * weights),
-            "mlm_correct": jnp.sum(correct * weights),
-            "mlm_count": jnp.sum(weights),
-        }
-        if pairs:
-            sums["pair_correct"] = jnp.sum(jnp.argmax(pair_logits, -1) == batch["pair_labels"])
-            sums["pair_count"] = jnp.asarray(batch["pair_labels"].shape[0], jnp.float32)
-        for code, kind in enumerate(PREDICTION_KINDS):
-            kind_weights = weights * (kinds == code)
-            sums[f"mlm_{kind}_xent"] = jnp.sum(xent * kind_weights)
-            sums[f"mlm_{kind}_correct"] = jnp.sum(correct * kind_weights)
-            sums[f"mlm_{kind}_count"] = jnp.sum(kind_weights)
-        return sums
-
-    return eval_fn
+    mlm_logits, pair_logits = pretraining_logits(model, batch, deterministic=True, rngs=None)
+    labels, weights = batch["masked_lm_ids"], batch["masked_lm_weights"]
+    # [batch, predictions]; correct = gold logit >= row max (ties correct, logit_metrics).
+    xent, _, correct = label_logit_stats(mlm_logits, labels)
+    kinds = prediction_kinds(
+        batch["input_ids"], batch["masked_lm_positions"], labels, mask_id
+    )  # [batch, predictions]
+    sums = {
+        "mlm_xent": jnp.sum(xent * weights),
+        "mlm_correct": jnp.sum(correct * weights),
+        "mlm_count": jnp.sum(weights),
+    }
+    if pairs:
+        sums["pair_correct"] = jnp.sum(jnp.argmax(pair_logits, -1) == batch["pair_labels"])
+        sums["pair_count"] = jnp.asarray(batch["pair_labels"].shape[0], jnp.float32)
+    for code, kind in enumerate(PREDICTION_KINDS):
+        kind_weights = weights * (kinds == code)
+        sums[f"mlm_{kind}_xent"] = jnp.sum(xent * kind_weights)
+        sums[f"mlm_{kind}_correct"] = jnp.sum(correct * kind_weights)
+        sums[f"mlm_{kind}_count"] = jnp.sum(kind_weights)
+    return sums
 
 
-def finish_eval(totals: dict[str, float]) -> dict[str, float]:
+def eval_metrics(totals: dict[str, float]) -> dict[str, float]:
     """Totals -> metrics; a kind with no position gets NaN loss and accuracy, not 0."""
     metrics = {
         "mlm_loss": totals["mlm_xent"] / max(totals["mlm_count"], 1.0),
@@ -118,6 +127,51 @@ def finish_eval(totals: dict[str, float]) -> dict[str, float]:
     return metrics
 
 
+def training_unigram_counts(
+    data_config, tokenizer, max_documents: int = MAX_DOCUMENTS
+) -> np.ndarray:
+    """Token counts ``[vocab_size]`` over (up to) ``max_documents`` training documents."""
+    stream = sources.documents(
+        data_config, "train", tokenizer, seed=0, process_index=0, process_count=1, repeat=False
+    )
+    counts = np.zeros(tokenizer.vocab_size, np.int64)
+    num_documents = 0
+    for sentences in itertools.islice(stream, max_documents):
+        for sentence in sentences:
+            counts += np.bincount(sentence, minlength=tokenizer.vocab_size)
+        num_documents += 1
+    logging.info(
+        "unigram baseline from %d training documents, %d tokens", num_documents, counts.sum()
+    )
+    return counts
+
+
+def unigram_baselines(
+    train_counts: np.ndarray, targets: np.ndarray, exclude: np.ndarray
+) -> dict[str, float]:
+    """Cross-entropy (nats) and accuracy of the training unigram model on ``targets``.
+
+    Args:
+      train_counts: ``[vocab]`` token counts of the training data.
+      targets: int held-out target ids.
+      exclude: ids that are never targets (special tokens), given probability 0.
+
+    Returns:
+      ``unigram_xent`` and ``majority_accuracy``; NaN for both when ``targets`` is empty.
+    """
+    targets = np.asarray(targets)
+    if targets.size == 0:
+        return {"unigram_xent": float("nan"), "majority_accuracy": float("nan")}
+    counts = train_counts.astype(np.float64) + 0.5  # add-half smoothing: unseen ids stay finite
+    counts[exclude] = 0.0
+    with np.errstate(divide="ignore"):  # excluded ids get log(0) = -inf, never a target
+        log_probs = np.log(counts / counts.sum())
+    return {
+        "unigram_xent": float(-log_probs[targets].mean()),
+        "majority_accuracy": float(np.mean(targets == np.argmax(counts))),
+    }
+
+
 def held_out_baselines(
     train_counts: np.ndarray,
     batches: list[dict[str, np.ndarray]],
@@ -127,7 +181,7 @@ def held_out_baselines(
     """Training-unigram baselines of all masked targets and of the [MASK] ones, pair majority.
 
     Args:
-      train_counts: [vocab] token counts of the training data (baselines.training_unigram_counts).
+      train_counts: [vocab] token counts of the training data (training_unigram_counts).
       batches: held-out NumPy batches.
       tokenizer: for the mask and special ids.
       pairs: whether the run has a sentence-pair task (else no pair majority).
@@ -144,27 +198,12 @@ def held_out_baselines(
         targets.append(batch["masked_lm_ids"][selected])
         mask_targets.append(batch["masked_lm_ids"][selected & (kinds == 0)])
     exclude = tokenizer.special_ids
-    mask_baselines = baselines.unigram_baselines(
-        train_counts, np.concatenate(mask_targets), exclude
-    )
+    mask_baselines = unigram_baselines(train_counts, np.concatenate(mask_targets), exclude)
     result = {
-        **baselines.unigram_baselines(train_counts, np.concatenate(targets), exclude),
+        **unigram_baselines(train_counts, np.concatenate(targets), exclude),
         **{f"mask_{name}": value for name, value in mask_baselines.items()},
     }
     if pairs:
         labels = np.concatenate([b["pair_labels"] for b in batches])
         result["pair_majority_accuracy"] = float(max(labels.mean(), 1 - labels.mean()))
     return result
-
-
-def make_eval_baselines(
-    config: ml_collections.ConfigDict, tokenizer: Tokenizer, pairs: bool = True
-):
-    """Held-out batches -> ``held_out_baselines`` with the run's training-unigram counts
-    (``pairs``: whether the run has a sentence-pair task)."""
-
-    def eval_baselines(batches: list[dict[str, np.ndarray]]) -> dict[str, float]:
-        train_counts = baselines.training_unigram_counts(config.data, tokenizer)
-        return held_out_baselines(train_counts, batches, tokenizer, pairs)
-
-    return eval_baselines

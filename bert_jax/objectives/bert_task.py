@@ -2,19 +2,19 @@
 
 Data half: documents -> `[CLS] A [SEP] B [SEP]` rows (sentence_pairs.py) -> masked-LM
 corruption (masking.py) -> one fixed-shape feature dict per example, NumPy only.
+JAX half: ``BertPretrainingTask``, the model, loss and evaluation (`bert_eval`) the train
+loop calls (the `objectives.task.Task` contract).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
 
-from bert_jax.data import fingerprint
 from bert_jax.data.tokenizer import Tokenizer
 from bert_jax.models import bert
 from bert_jax.objectives import bert_eval
@@ -26,8 +26,7 @@ from bert_jax.objectives.sentence_pairs import (
     build_bert_inputs,
     create_segment_pairs,
 )
-from bert_jax.objectives.task import PRETRAINING_EVAL_DRAWS, Task, pretraining_batches
-from bert_jax.training import state
+from bert_jax.objectives.task import PretrainingTask
 
 # [CLS] A [SEP] B [SEP]
 NUM_SPECIAL_TOKENS_PER_PAIR = 3
@@ -194,7 +193,7 @@ class BertObjective:
 
 
 # ---------------------------------------------------------------------------
-# Model and loss (the JAX half of the BERT/ALBERT objective; evaluation is in bert_eval.py).
+# Model, loss and task (the JAX half of the BERT/ALBERT objective; evaluation: bert_eval.py).
 # ---------------------------------------------------------------------------
 
 
@@ -216,10 +215,40 @@ def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> bert.Ber
         raise ValueError(f"config.model: {error}") from None
 
 
-def make_loss_fn(use_pair_loss: bool):
-    """Masked-LM cross-entropy (+ the sentence-pair loss unless the task is 'none')."""
+class BertPretrainingTask(PretrainingTask):
+    """BERT (MLM + NSP) and ALBERT (MLM + SOP, shared layers) as one task family.
 
-    def loss_fn(model, batch, *, deterministic: bool, rngs=None):
+    The loss is the masked-LM cross-entropy plus the sentence-pair loss unless
+    ``sentence_pair_task`` is 'none'; evaluation and baselines are in `bert_eval`.
+    """
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        tokenizer = Tokenizer(config.data.vocab_path)
+        model_cfg = model_config(config, tokenizer.vocab_size)
+        data_config = BertDataConfig.from_config(config)
+        # Held-out SOP pairs come in both orders: balanced labels, no coin flips.
+        eval_data_config = dataclasses.replace(data_config, sop_both_orders=True)
+        eval_prob = config.objective.get("eval_masked_lm_prob")
+        if eval_prob is not None:
+            try:  # BertDataConfig owns the bound; the error names the field that broke it
+                eval_data_config = dataclasses.replace(eval_data_config, masked_lm_prob=eval_prob)
+            except ValueError as error:
+                raise ValueError(f"config.objective.eval_masked_lm_prob: {error}") from None
+        super().__init__(
+            config,
+            tokenizer,
+            BertObjective(data_config, tokenizer),
+            BertObjective(eval_data_config, tokenizer),
+        )
+        self.model_config = model_cfg
+        self.tokens_per_example = data_config.max_seq_length
+        self.pairs = data_config.sentence_pair_task != "none"  # a pair head that trains
+        self.loss_terms = ("mlm_loss", "pair_loss") if self.pairs else ("mlm_loss",)
+
+    def create_model(self, rngs) -> bert.BertForPreTraining:
+        return bert.BertForPreTraining(self.model_config, rngs=rngs)
+
+    def loss_fn(self, model, batch, *, deterministic: bool, rngs=None):
         mlm_logits, pair_logits = _logits(model, batch, deterministic=deterministic, rngs=rngs)
         weights = batch["masked_lm_weights"]  # [batch, predictions]
         # [batch, predictions]; correct = gold logit >= row max (ties correct, logit_metrics).
@@ -230,7 +259,7 @@ def make_loss_fn(use_pair_loss: bool):
             "mlm_loss": mlm_loss,
             "mlm_accuracy": jnp.sum(mlm_correct) / jnp.maximum(jnp.sum(weights), 1.0),
         }
-        if not use_pair_loss:  # no pair task: its untrained head's figures would be noise
+        if not self.pairs:  # no pair task: its untrained head's figures would be noise
             return mlm_loss, metrics
         pair_xent = optax.softmax_cross_entropy_with_integer_labels(
             pair_logits, batch["pair_labels"]
@@ -239,53 +268,22 @@ def make_loss_fn(use_pair_loss: bool):
         metrics["pair_accuracy"] = jnp.mean(jnp.argmax(pair_logits, -1) == batch["pair_labels"])
         return mlm_loss + metrics["pair_loss"], metrics
 
-    return loss_fn
+    def mean_weights(self, batch) -> dict[str, jnp.ndarray]:
+        predictions = jnp.sum(batch["masked_lm_weights"])
+        pairs = jnp.asarray(batch["pair_labels"].shape[0], jnp.float32)
+        return {
+            "mlm_loss": predictions,
+            "mlm_accuracy": predictions,
+            "pair_loss": pairs,
+            "pair_accuracy": pairs,
+        }
 
+    def eval_fn(self, model, batch):
+        return bert_eval.eval_sums(model, batch, self.tokenizer.mask_id, self.pairs)
 
-def mean_weights(batch) -> dict[str, jnp.ndarray]:
-    """What each metric of ``loss_fn`` averages over (gradient accumulation weights by it)."""
-    predictions = jnp.sum(batch["masked_lm_weights"])
-    pairs = jnp.asarray(batch["pair_labels"].shape[0], jnp.float32)
-    return {
-        "mlm_loss": predictions,
-        "mlm_accuracy": predictions,
-        "pair_loss": pairs,
-        "pair_accuracy": pairs,
-    }
+    def eval_metrics(self, totals: dict[str, float]) -> dict[str, float]:
+        return bert_eval.eval_metrics(totals)
 
-
-def create_task(config: ml_collections.ConfigDict) -> Task:
-    """BERT (MLM + NSP) and ALBERT (MLM + SOP, shared layers) as one task family."""
-    tokenizer = Tokenizer(config.data.vocab_path)
-    model_cfg = model_config(config, tokenizer.vocab_size)
-    data_config = BertDataConfig.from_config(config)
-    # Held-out SOP pairs come in both orders: balanced labels, no coin flips.
-    eval_data_config = dataclasses.replace(data_config, sop_both_orders=True)
-    eval_prob = config.objective.get("eval_masked_lm_prob")
-    if eval_prob is not None:
-        try:  # BertDataConfig owns the bound; the error names the field that broke it
-            eval_data_config = dataclasses.replace(eval_data_config, masked_lm_prob=eval_prob)
-        except ValueError as error:
-            raise ValueError(f"config.objective.eval_masked_lm_prob: {error}") from None
-    model = state.model_spec(model_cfg)
-    pairs = data_config.sentence_pair_task != "none"  # a pair head that trains
-    return Task(
-        tokenizer=tokenizer,
-        batches=pretraining_batches(
-            config,
-            tokenizer,
-            BertObjective(data_config, tokenizer),
-            BertObjective(eval_data_config, tokenizer),
-        ),
-        model_config=model.model_config,
-        eval_draws=PRETRAINING_EVAL_DRAWS,
-        data_fingerprint=functools.partial(fingerprint.data_fingerprint, config),
-        create_model=model.create_model,
-        loss_fn=make_loss_fn(pairs),
-        mean_weights=mean_weights,
-        loss_terms=("mlm_loss", "pair_loss") if pairs else ("mlm_loss",),
-        eval_fn=bert_eval.make_eval_fn(tokenizer.mask_id, pairs),
-        finish_eval=bert_eval.finish_eval,
-        eval_baselines=bert_eval.make_eval_baselines(config, tokenizer, pairs),
-        tokens_per_example=data_config.max_seq_length,
-    )
+    def eval_baselines(self, batches: list[dict[str, np.ndarray]]) -> dict[str, float]:
+        train_counts = bert_eval.training_unigram_counts(self.config.data, self.tokenizer)
+        return bert_eval.held_out_baselines(train_counts, batches, self.tokenizer, self.pairs)

@@ -1,28 +1,33 @@
 """T5 pretraining task: model config, loss, evaluation and decoding (the JAX half).
 
 The examples come from `t5_data` (presets of the paper's objective family, documents ->
-denoised and packed t5x features); `create_task` joins them with the encoder-decoder.
+denoised and packed t5x features); `T5PretrainingTask` joins them with the encoder-decoder
+(the `objectives.task.Task` contract). `target_token_loss` also trains T5 text-to-text fine-tuning.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from bert_jax.data import fingerprint
 from bert_jax.data.tokenizer import Tokenizer
 from bert_jax.models import t5
 from bert_jax.objectives.logit_metrics import label_logit_stats
 from bert_jax.objectives.t5_data import ALIASES, PRESETS, T5DataConfig, T5Objective
-from bert_jax.objectives.task import PRETRAINING_EVAL_DRAWS, Task, pretraining_batches
-from bert_jax.training import state
+from bert_jax.objectives.task import PretrainingTask
 
-__all__ = ["ALIASES", "PRESETS", "T5DataConfig", "T5Objective", "create_task", "make_loss_fn"]
+__all__ = [
+    "ALIASES",
+    "PRESETS",
+    "T5DataConfig",
+    "T5Objective",
+    "T5PretrainingTask",
+    "target_token_loss",
+]
 
 
 # Packed rows' *_positions are not passed (t5x's way): positions restart at each
@@ -55,35 +60,31 @@ def _logits(model, batch, *, deterministic, rngs):
     )  # [batch, targets_length, vocab]
 
 
-def make_loss_fn(z_loss: float):
+def target_token_loss(model, batch, *, z_loss: float, deterministic: bool, rngs=None):
     """Token-mean cross-entropy over the target tokens, plus T5's optional z-loss.
 
     ``target_accuracy`` counts a token correct when its logit is >= the row max
-    (ties correct; `logit_metrics`).
+    (ties correct; `logit_metrics`). Returns ``(loss, metrics)``.
     """
-
-    def loss_fn(model, batch, *, deterministic: bool, rngs=None):
-        logits = _logits(model, batch, deterministic=deterministic, rngs=rngs)
-        targets, weights = batch["decoder_target_tokens"], batch["decoder_loss_weights"]
-        # One max / logsumexp over the vocabulary serves the loss, z-loss and accuracy.
-        xent, log_z, correct = label_logit_stats(logits, targets)  # [batch, targets_length]
-        denominator = jnp.maximum(jnp.sum(weights), 1.0)
-        target_loss = jnp.sum(xent * weights) / denominator
-        loss = target_loss + z_loss * jnp.sum(jnp.square(log_z) * weights) / denominator
-        accuracy = jnp.sum(correct * weights) / denominator
-        metrics = {"target_loss": target_loss, "target_accuracy": accuracy}
-        return loss, metrics
-
-    return loss_fn
+    logits = _logits(model, batch, deterministic=deterministic, rngs=rngs)
+    targets, weights = batch["decoder_target_tokens"], batch["decoder_loss_weights"]
+    # One max / logsumexp over the vocabulary serves the loss, z-loss and accuracy.
+    xent, log_z, correct = label_logit_stats(logits, targets)  # [batch, targets_length]
+    denominator = jnp.maximum(jnp.sum(weights), 1.0)
+    target_loss = jnp.sum(xent * weights) / denominator
+    loss = target_loss + z_loss * jnp.sum(jnp.square(log_z) * weights) / denominator
+    accuracy = jnp.sum(correct * weights) / denominator
+    metrics = {"target_loss": target_loss, "target_accuracy": accuracy}
+    return loss, metrics
 
 
-def mean_weights(batch) -> dict[str, jax.Array]:
+def target_mean_weights(batch) -> dict[str, jax.Array]:
     """Every loss metric is a mean over the target tokens (gradient accumulation weights)."""
     tokens = jnp.sum(batch["decoder_loss_weights"])
     return {"loss": tokens, "target_loss": tokens, "target_accuracy": tokens}
 
 
-def eval_fn(model, batch) -> dict[str, jax.Array]:
+def eval_sums(model, batch) -> dict[str, jax.Array]:
     logits = _logits(model, batch, deterministic=True, rngs=None)
     targets, weights = batch["decoder_target_tokens"], batch["decoder_loss_weights"]
     xent, _, correct = label_logit_stats(logits, targets)  # [batch, targets_length]
@@ -94,7 +95,7 @@ def eval_fn(model, batch) -> dict[str, jax.Array]:
     }
 
 
-def finish_eval(totals: dict[str, float]) -> dict[str, float]:
+def eval_metrics(totals: dict[str, float]) -> dict[str, float]:
     count = max(totals["count"], 1.0)
     return {"target_loss": totals["xent"] / count, "target_accuracy": totals["correct"] / count}
 
@@ -130,26 +131,38 @@ def decode_example(model, batch, tokenizer, *, max_length: int) -> dict[str, str
     }
 
 
-def create_task(config: ml_collections.ConfigDict) -> Task:
+class T5PretrainingTask(PretrainingTask):
     """An encoder-decoder T5 trained on one of the paper's denoising objectives."""
-    tokenizer = Tokenizer(config.data.vocab_path, extra_ids=config.objective.extra_ids)
-    model_cfg = model_config(config, tokenizer.vocab_size)
-    examples = T5Objective(T5DataConfig.from_config(config), tokenizer)
-    model = state.model_spec(model_cfg)
-    return Task(
-        tokenizer=tokenizer,
-        batches=pretraining_batches(config, tokenizer, examples),
-        model_config=model.model_config,
-        eval_draws=PRETRAINING_EVAL_DRAWS,
-        data_fingerprint=functools.partial(fingerprint.data_fingerprint, config),
-        create_model=model.create_model,
-        loss_fn=make_loss_fn(float(config.objective.z_loss)),
-        mean_weights=mean_weights,
-        eval_fn=eval_fn,
-        finish_eval=finish_eval,
-        eval_baselines=eval_baselines,
-        tokens_per_example=examples.inputs_length + examples.targets_length,
-        describe=functools.partial(
-            decode_example, tokenizer=tokenizer, max_length=examples.targets_length
-        ),
-    )
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        tokenizer = Tokenizer(config.data.vocab_path, extra_ids=config.objective.extra_ids)
+        model_cfg = model_config(config, tokenizer.vocab_size)
+        examples = T5Objective(T5DataConfig.from_config(config), tokenizer)
+        super().__init__(config, tokenizer, examples, examples)
+        self.model_config = model_cfg
+        self.z_loss = float(config.objective.z_loss)
+        self.targets_length = examples.targets_length
+        self.tokens_per_example = examples.inputs_length + examples.targets_length
+
+    def create_model(self, rngs) -> t5.T5ForConditionalGeneration:
+        return t5.T5ForConditionalGeneration(self.model_config, rngs=rngs)
+
+    def loss_fn(self, model, batch, *, deterministic: bool, rngs=None):
+        return target_token_loss(
+            model, batch, z_loss=self.z_loss, deterministic=deterministic, rngs=rngs
+        )
+
+    def mean_weights(self, batch) -> dict[str, jax.Array]:
+        return target_mean_weights(batch)
+
+    def eval_fn(self, model, batch) -> dict[str, jax.Array]:
+        return eval_sums(model, batch)
+
+    def eval_metrics(self, totals: dict[str, float]) -> dict[str, float]:
+        return eval_metrics(totals)
+
+    def eval_baselines(self, batches: list[dict[str, np.ndarray]]) -> dict[str, float]:
+        return eval_baselines(batches)
+
+    def describe(self, model, batch) -> dict[str, str]:
+        return decode_example(model, batch, self.tokenizer, max_length=self.targets_length)

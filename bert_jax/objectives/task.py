@@ -1,95 +1,139 @@
-"""The task type every objective builds: what the train loop needs to know about it.
+"""The task contract: what the train loop asks of every objective, pretraining or fine-tuning.
 
-``Task.batches(split, global_batch_size)`` is the one way a task makes batches:
-pretraining families pass ``pretraining_batches(...)`` (documents -> example
-builder -> ``bert_jax.data.pipeline``); a fine-tuning task passes its own reader
-(e.g. ``bert_jax.downstream.batching``), yielding dicts of NumPy arrays with leading
-dimension ``global_batch_size // jax.process_count()``.
+A task is a subclass of `Task` (the shape of t5x's ``BaseModel``: ``loss_fn``,
+``eval_fn``, ...). The train loop (``bert_jax.training.loop`` and ``step``) calls only
+the methods and attributes below:
+
+- ``create_model(rngs)``: the ``nnx.Module`` the task trains;
+- ``loss_fn(model, batch, *, deterministic, rngs)``: ``(loss, metrics)`` of one batch,
+  and ``mean_weights(batch)`` / ``loss_terms``: what gradient accumulation weights by;
+- ``eval_fn(model, batch)``: additive sums over one held-out batch, turned into metrics
+  by ``eval_metrics(totals)``; ``eval_baselines(batches)``: what a context-free model
+  scores on the same batches; ``describe(model, batch)``: text logged at evaluation;
+- ``batches(split, global_batch_size, draw=0)``: the one way a task makes data;
+- ``initial_params``, ``data_fingerprint()``, ``tokens_per_example``, ``eval_draws``.
+
+Subclasses: ``bert_task.BertPretrainingTask`` (BERT and ALBERT),
+``t5_task.T5PretrainingTask``, and the fine-tuning tasks of ``bert_jax.downstream``
+(``runner.FinetuneTask``: classification, SQuAD, T5 text-to-text).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import abc
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import jax
 import ml_collections
+import numpy as np
 
-from bert_jax.data import pipeline
+from bert_jax.data import fingerprint, pipeline
+
+# Draws of a short held-out split a pretraining task allows (Task.eval_draws).
+PRETRAINING_EVAL_DRAWS = 8
 
 
-@dataclasses.dataclass(frozen=True)
-class Task:
+class Task(abc.ABC):
     """Everything the train loop needs to know about an objective.
 
-    Attributes:
+    Attributes (set by each subclass):
       tokenizer: the vocabulary (bert_jax.data.tokenizer.Tokenizer).
       model_config: the frozen model dataclass (also the checkpoint fingerprint).
-      create_model: ``rngs -> nnx.Module``.
-      loss_fn: ``(model, batch, *, deterministic, rngs) -> (loss, metrics)``.
-      eval_fn: ``(model, batch) -> dict of sums`` over one held-out batch.
-      finish_eval: totals of ``eval_fn`` -> metrics.
-      eval_baselines: held-out NumPy batches -> context-free baseline metrics.
       tokens_per_example: tokens one example feeds the model (for tokens/s).
-      batches: ``(split, global_batch_size) -> iterable of per-host batches`` (dicts
-        of NumPy arrays, ``global_batch_size // process_count`` rows); ``split`` is
-        ``"train"`` (endless, shuffled) or an eval split (one pass, same order each
-        time). The one way the loop gets data.
-      describe: optional ``(model, batch) -> dict of str`` logged at evaluation
-        (T5: a corrupted input, the model's greedy span fill and the gold targets).
-      initial_params: optional ``fresh params (nnx.State) -> params`` applied once
-        at step 0 (``state.init_from``), e.g. loading a pretrained encoder for fine-tuning.
-      mean_weights: optional ``batch -> {metric name: count}``, the count each metric of
-        ``loss_fn`` is a mean over (e.g. masked positions for ``mlm_loss``). Gradient
-        accumulation weights microbatches by it, so accumulating equals one large
-        batch; a metric it leaves out is an equal-weight mean over microbatches.
+      initial_params: None, or ``fresh params (nnx.State) -> params`` applied once at
+        step 0 (``state.init_from``), e.g. loading a pretrained encoder for fine-tuning.
       loss_terms: the metrics of ``loss_fn`` whose sum is the loss, each weighted by
         its ``mean_weights`` entry; ``("loss",)`` when one count normalises the loss.
       eval_draws: passes ``train.eval_batches`` may make over a held-out split that is
         shorter than the evaluation; pass ``d > 0`` is ``batches(split, size, draw=d)``,
         another fixed draw of the examples (pretraining: other windows and masks of the
         same documents, PRETRAINING_EVAL_DRAWS). 1 for a fixed split (fine-tuning).
-      data_fingerprint: optional ``() -> dict``, what the train split's stream reads
-        (``bert_jax.data.fingerprint``): saved with each checkpoint and compared on
-        resume, so a saved position is never applied to other data. None: not checked.
     """
 
     tokenizer: Any
     model_config: Any
-    create_model: Callable
-    loss_fn: Callable
-    eval_fn: Callable
-    finish_eval: Callable
-    eval_baselines: Callable
     tokens_per_example: int
-    batches: Callable[[str, int], Iterable[dict[str, Any]]]
-    describe: Callable | None = None
     initial_params: Callable | None = None
-    mean_weights: Callable | None = None
     loss_terms: tuple[str, ...] = ("loss",)
     eval_draws: int = 1
-    data_fingerprint: Callable[[], dict] | None = None
+
+    @abc.abstractmethod
+    def create_model(self, rngs):
+        """``rngs -> nnx.Module``, the model this task trains."""
+
+    @abc.abstractmethod
+    def loss_fn(self, model, batch, *, deterministic: bool, rngs=None):
+        """``(loss, metrics)`` of one batch (metrics: a dict of scalar means)."""
+
+    def mean_weights(self, batch) -> dict[str, jax.Array]:
+        """``{metric name: count}``, the count each metric of ``loss_fn`` is a mean over
+        (e.g. masked positions for ``mlm_loss``). Gradient accumulation weights
+        microbatches by it, so accumulating equals one large batch; a metric left out
+        (by default all) is an equal-weight mean over microbatches."""
+        del batch
+        return {}
+
+    @abc.abstractmethod
+    def eval_fn(self, model, batch) -> dict[str, jax.Array]:
+        """Additive sums over one held-out batch (sharded batches simply add up)."""
+
+    @abc.abstractmethod
+    def eval_metrics(self, totals: dict[str, float]) -> dict[str, float]:
+        """The metrics of the totals of ``eval_fn`` over every held-out batch."""
+
+    @abc.abstractmethod
+    def eval_baselines(self, batches: list[dict[str, np.ndarray]]) -> dict[str, float]:
+        """What a model that ignores the context scores on the held-out NumPy batches."""
+
+    def describe(self, model, batch) -> dict[str, str]:
+        """Text logged at evaluation (T5: a corrupted input, the model's greedy span fill
+        and the gold targets); by default nothing."""
+        del model, batch
+        return {}
+
+    @abc.abstractmethod
+    def batches(
+        self, split: str, global_batch_size: int, draw: int = 0
+    ) -> Iterable[dict[str, Any]]:
+        """Per-host batches (dicts of NumPy arrays, ``global_batch_size // process_count``
+        rows) of ``split``: ``"train"`` (endless, shuffled) or an eval split (one pass,
+        same order each time); ``draw`` d > 0 is another fixed draw (``eval_draws``)."""
+
+    def data_fingerprint(self) -> dict | None:
+        """What the train split's stream reads (``bert_jax.data.fingerprint``): saved with
+        each checkpoint and compared on resume, so a saved position is never applied to
+        other data. None (the default): not checked."""
+        return None
 
 
-# Draws of a short held-out split a pretraining task allows (Task.eval_draws).
-PRETRAINING_EVAL_DRAWS = 8
+class PretrainingTask(Task):
+    """A pretraining family: ``config.data``'s documents through an example builder
+    (``examples_from_documents`` + ``finalize``) and the grain pipeline.
 
-
-def pretraining_batches(
-    config: ml_collections.ConfigDict, tokenizer, train_builder, eval_builder=None
-) -> Callable:
-    """``Task.batches`` of a pretraining family: ``config.data``'s documents through an
-    example builder (``examples_from_documents`` + ``finalize``) and the grain pipeline.
-
-    ``eval_builder`` (default: ``train_builder``) makes the held-out splits' examples,
-    e.g. ALBERT's sentence-order pairs in both orders. ``draw`` d > 0 is another fixed
-    draw of a held-out split's examples (Task.eval_draws).
+    The held-out splits may use another builder (``eval_builder``, e.g. ALBERT's
+    sentence-order pairs in both orders); a short held-out split is read as up to
+    PRETRAINING_EVAL_DRAWS fixed draws.
     """
 
-    def batches(split: str, global_batch_size: int, draw: int = 0):
-        builder = train_builder if split == "train" or eval_builder is None else eval_builder
+    eval_draws = PRETRAINING_EVAL_DRAWS
+
+    def __init__(self, config: ml_collections.ConfigDict, tokenizer, train_builder, eval_builder):
+        self.config = config
+        self.tokenizer = tokenizer
+        self.train_builder = train_builder
+        self.eval_builder = eval_builder
+
+    def batches(self, split: str, global_batch_size: int, draw: int = 0):
+        builder = self.train_builder if split == "train" else self.eval_builder
         return pipeline.create_dataset(
-            config, builder, tokenizer, split=split, global_batch_size=global_batch_size, draw=draw
+            self.config,
+            builder,
+            self.tokenizer,
+            split=split,
+            global_batch_size=global_batch_size,
+            draw=draw,
         )
 
-    return batches
+    def data_fingerprint(self) -> dict:
+        return fingerprint.data_fingerprint(self.config)

@@ -81,7 +81,7 @@ def evaluate(eval_step, params, batches, data_sharding, task) -> dict[str, float
     for batch in batches:
         sums = eval_step(params, pipeline.global_batch(batch, data_sharding))
         totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-    return task.finish_eval({k: float(v) for k, v in jax.device_get(totals).items()})
+    return task.eval_metrics({k: float(v) for k, v in jax.device_get(totals).items()})
 
 
 def _mean_metrics(sums: dict[str, jax.Array], count: int) -> dict[str, float]:
@@ -134,7 +134,7 @@ def train_and_evaluate(
             model_config=task.model_config,
             optimizer=optimizer_fingerprint(config.optim.name, abs_state.opt_state),
             # What the train stream reads: a resume on other data is refused (or restarts it).
-            data_spec=task.data_fingerprint() if task.data_fingerprint else None,
+            data_spec=task.data_fingerprint(),
             allow_new_data=bool(config.data.get("allow_new_data", False)),
         )
         vocab_size = getattr(task.model_config, "vocab_size", None)
@@ -208,10 +208,10 @@ def train_and_evaluate(
                     **baselines,
                 }
                 writer.report_eval(step, result["eval"])
-                if task.describe is not None:
-                    model = nnx.merge(graphdef, state.params)
-                    result["example"] = task.describe(model, held_out[0])
-                    logging.info("decoded example at step %d: %s", step, result["example"])
+                example = task.describe(nnx.merge(graphdef, state.params), held_out[0])
+                if example:  # e.g. T5's greedy span fill of the first held-out example
+                    result["example"] = example
+                    logging.info("decoded example at step %d: %s", step, example)
             if step % train.checkpoint_every == 0 or last or stopping:
                 if sums is not None:  # metrics not yet checked since the last report
                     guard.check(step, _mean_metrics(sums, count))

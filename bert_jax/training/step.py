@@ -40,10 +40,6 @@ def split_microbatches(batch: dict[str, jax.Array], num_microbatches: int):
     return jax.tree.map(split, batch)
 
 
-def _counts(task: objectives.Task, batch) -> dict[str, jax.Array]:
-    return task.mean_weights(batch) if task.mean_weights is not None else {}
-
-
 def accumulate_gradients(task, loss_of, params, batch, dropout_key, num_microbatches: int):
     """Loss, metrics and gradients of ``batch``, summed over microbatches in a scan.
 
@@ -59,7 +55,7 @@ def accumulate_gradients(task, loss_of, params, batch, dropout_key, num_microbat
       ``(loss, metrics, grads)``: the large batch's loss, its metrics (each a
       weighted mean over microbatches) and the gradient of that loss.
     """
-    totals = _counts(task, batch)
+    totals = task.mean_weights(batch)
     equal = 1.0 / num_microbatches  # the share of a metric without a count
     microbatches = split_microbatches(batch, num_microbatches)
 
@@ -68,7 +64,7 @@ def accumulate_gradients(task, loss_of, params, batch, dropout_key, num_microbat
         metrics = {**metrics, "loss": loss}
         shares = {
             name: count / jnp.maximum(totals[name], 1.0)
-            for name, count in _counts(task, microbatch).items()
+            for name, count in task.mean_weights(microbatch).items()
         }
         # The large batch's loss is the sum over loss terms of (sum over microbatches
         # of count_m * term_m) / count_total: differentiate exactly that.

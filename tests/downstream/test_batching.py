@@ -9,7 +9,6 @@ import pytest
 from conftest import run_with_devices
 from flax import nnx
 
-from bert_jax import objectives
 from bert_jax.downstream import batching, runner
 
 
@@ -28,21 +27,48 @@ class Scale(nnx.Module):
         self.scale = nnx.Param(jnp.full((), 2.0))
 
 
+class ToyTask(runner.FinetuneTask):
+    """Predicts ``value * scale``; only what `runner.predict` calls is real."""
+
+    tokenizer = model_config = None
+    tokens_per_example = 1
+
+    def __init__(self, splits, batches=None):
+        self.name, self.splits, self.seed = "toy", splits, 0
+        self._batches = batches
+
+    def create_model(self, rngs):
+        return Scale(rngs)
+
+    def loss_fn(self, model, batch, *, deterministic, rngs=None):
+        raise NotImplementedError
+
+    def eval_fn(self, model, batch):
+        raise NotImplementedError
+
+    def eval_metrics(self, totals):
+        raise NotImplementedError
+
+    def eval_baselines(self, batches):
+        raise NotImplementedError
+
+    def row_features(self, rows):
+        return ValueRow(rows)
+
+    def batches(self, split, global_batch_size, draw=0):
+        if self._batches is not None:
+            return self._batches(split, global_batch_size)
+        return super().batches(split, global_batch_size, draw)
+
+    def predict_batch(self, model, batch):
+        return batch["value"] * model.scale
+
+    def score(self, split, outputs):
+        raise NotImplementedError
+
+
 def _task(splits, batches=None) -> runner.FinetuneTask:
-    objective = objectives.Task(
-        tokenizer=None,
-        model_config=None,
-        create_model=Scale,
-        loss_fn=None,
-        eval_fn=None,
-        finish_eval=None,
-        eval_baselines=None,
-        tokens_per_example=1,
-        batches=batches or batching.make_batches(splits, ValueRow, seed=0),
-    )
-    return runner.FinetuneTask(
-        "toy", objective, splits, lambda model, batch: batch["value"] * model.scale, None
-    )
+    return ToyTask(splits, batches)
 
 
 def _config(batch_size: int) -> ml_collections.ConfigDict:

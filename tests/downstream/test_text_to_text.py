@@ -62,7 +62,7 @@ def test_label_scores_are_teacher_forced_log_likelihoods(vocab_path):
 
     @nnx.jit
     def scores_and_reference(model, inputs):
-        scores = text_to_text.make_label_scores(targets)(model, {"encoder_input_tokens": inputs})
+        scores = text_to_text.label_scores(model, {"encoder_input_tokens": inputs}, targets)
         reference = []
         for target in targets:  # the training loss's teacher-forced cross-entropy
             batch_target = jnp.tile(target, (2, 1))
@@ -233,7 +233,6 @@ def test_stsb_prediction_is_the_best_ranked_score_string(vocab_path):
     )
     model = nnx.jit(lambda: t5.T5ForConditionalGeneration(config, rngs=nnx.Rngs(1)))()
     targets = text_to_text.label_targets(tokenizer, text_to_text.STSB_WORDS)
-    label_scores = text_to_text.make_label_scores(targets)
     inputs = np.zeros((3, 48), np.int32)
     for row, (_, first, second, _) in enumerate(STSB_DEV[:3]):
         tokens = [*tokenizer.encode(f"stsb sentence1: {first} sentence2: {second}"), 1]
@@ -242,8 +241,8 @@ def test_stsb_prediction_is_the_best_ranked_score_string(vocab_path):
 
     @nnx.jit
     def scores_and_predictions(model, batch):
-        predictions = text_to_text.make_stsb_predictions(label_scores)(model, batch)
-        return label_scores(model, batch), predictions
+        predictions = text_to_text.stsb_predictions(model, batch, targets)
+        return text_to_text.label_scores(model, batch, targets), predictions
 
     scores, predictions = scores_and_predictions(model, batch)  # [3, 26], [3, 2]
     best_words = [text_to_text.STSB_WORDS[i] for i in np.argmax(scores, -1)]

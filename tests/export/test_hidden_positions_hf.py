@@ -67,7 +67,7 @@ def test_transformers_gives_our_hidden_position_loss_on_the_same_batches(exporte
     for batch in batches:
         sums = jax.device_get(eval_step(params, batch))
         totals = sums if totals is None else {k: totals[k] + sums[k] for k in sums}
-    ours = task.finish_eval({k: float(v) for k, v in totals.items()})
+    ours = task.eval_metrics({k: float(v) for k, v in totals.items()})
     assert ours["mlm_mask_count"] == ours["mlm_count"] > 200
     assert math.isnan(ours["mlm_random_loss"]) and math.isnan(ours["mlm_kept_loss"])
 

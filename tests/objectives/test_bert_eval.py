@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import math
 
 import jax
@@ -13,7 +13,7 @@ from conftest import load_recipe, tiny_bert_config
 from flax import nnx
 
 from bert_jax import objectives
-from bert_jax.objectives import baselines, bert_eval
+from bert_jax.objectives import bert_eval
 from bert_jax.training import loop
 
 MASK_ID = 5
@@ -58,11 +58,11 @@ def test_a_kind_without_positions_is_nan_not_zero():
         xent, correct, count = (6.0, 1.0, 3.0) if kind == "mask" else (0.0, 0.0, 0.0)
         totals |= {f"mlm_{kind}_xent": xent, f"mlm_{kind}_correct": correct}
         totals[f"mlm_{kind}_count"] = count
-    metrics = bert_eval.finish_eval(totals)
+    metrics = bert_eval.eval_metrics(totals)
     assert metrics["mlm_mask_loss"] == 2.0 and metrics["mlm_mask_accuracy"] == 1 / 3
     assert math.isnan(metrics["mlm_random_loss"]) and math.isnan(metrics["mlm_kept_accuracy"])
     assert metrics["mlm_random_count"] == 0.0
-    no_targets = baselines.unigram_baselines(np.ones(8), np.array([], int), np.array([0]))
+    no_targets = bert_eval.unigram_baselines(np.ones(8), np.array([], int), np.array([0]))
     assert math.isnan(no_targets["unigram_xent"]) and math.isnan(no_targets["majority_accuracy"])
 
 
@@ -95,7 +95,7 @@ def test_hidden_position_metrics_count_exactly_the_mask_inputs(kind, vocab_path,
             name = "mask" if shown == MASK_ID else "kept" if shown == label else "random"
             reference[name]["count"] += 1
             reference[name]["xent"] -= log_probs[row, slot, label]
-    metrics = task.finish_eval({k: float(v) for k, v in totals.items()})
+    metrics = task.eval_metrics({k: float(v) for k, v in totals.items()})
 
     for name in bert_eval.PREDICTION_KINDS:
         assert metrics[f"mlm_{name}_count"] == reference[name]["count"], name
@@ -172,7 +172,7 @@ def test_metrics_carry_the_pair_head_only_when_it_trains(pair_task, vocab_path, 
     held_out = loop.eval_batches(config, task, 2)
     graphdef, params = nnx.split(model, nnx.Param)
     sums = jax.device_get(jax.jit(loop.make_eval_step(task, graphdef))(params, held_out[0]))
-    evaluated = {**task.finish_eval({k: float(v) for k, v in sums.items()})}
+    evaluated = {**task.eval_metrics({k: float(v) for k, v in sums.items()})}
     evaluated.update(task.eval_baselines(held_out))
     if pair_task == "none":  # no untrained-head figures in the progress line or TensorBoard
         assert set(metrics) == {"mlm_loss", "mlm_accuracy"}
@@ -203,5 +203,6 @@ def test_a_short_held_out_split_is_read_again_as_other_draws(vocab_path, corpus_
     for a, b in zip(held_out, same, strict=True):
         np.testing.assert_array_equal(a["input_ids"], b["input_ids"])
     # A fixed split (fine-tuning's) is read once: repeating it would only weight it twice.
-    fixed = dataclasses.replace(task, eval_draws=1)
+    fixed = copy.copy(task)
+    fixed.eval_draws = 1
     assert len(loop.eval_batches(config, fixed, wanted)) == len(one_pass)
