@@ -26,8 +26,9 @@ from jax.experimental import multihost_utils
 from bert_jax import objectives
 from bert_jax.checkpointing import lock
 from bert_jax.data import pipeline
+from bert_jax.models.registry import abstract_params
 from bert_jax.runtime import sharding
-from bert_jax.training import loop, state
+from bert_jax.training import loop
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +76,7 @@ def predict(config: ml_collections.ConfigDict, task: FinetuneTask, params, split
     """
     outputs, indices = [], []
     with sharding.mesh_context(config.mesh) as (mesh, rules):
-        graphdef, _ = state.abstract_params(task.objective)
+        graphdef, _ = abstract_params(task.objective.create_model)
         data_sharding = sharding.data_sharding(mesh, rules)
 
         @jax.jit

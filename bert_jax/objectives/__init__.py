@@ -4,7 +4,7 @@
 selects the family (``bert`` and ``albert`` share one, ``t5`` the other) and
 the family's ``create_task`` builds the tokenizer, example builder, model and
 loss from the run config. Commands that only need weights use the model alone,
-``state.model_spec(model_config)`` (no tokenizer, example builder or baselines).
+``models.registry.model_spec(model_config)`` (no tokenizer, example builder or baselines).
 
 The task type, ``Task``, lives in ``objectives/task.py`` (re-exported here); every
 task makes its batches one way, ``Task.batches(split, global_batch_size)``.

@@ -16,7 +16,7 @@ import optax
 
 from bert_jax.data import fingerprint
 from bert_jax.data.tokenizer import Tokenizer
-from bert_jax.models import bert
+from bert_jax.models import registry
 from bert_jax.objectives import bert_eval
 from bert_jax.objectives.bert_eval import pretraining_logits as _logits
 from bert_jax.objectives.logit_metrics import label_logit_stats
@@ -27,7 +27,6 @@ from bert_jax.objectives.sentence_pairs import (
     create_segment_pairs,
 )
 from bert_jax.objectives.task import PRETRAINING_EVAL_DRAWS, Task, pretraining_batches
-from bert_jax.training import state
 
 # [CLS] A [SEP] B [SEP]
 NUM_SPECIAL_TOKENS_PER_PAIR = 3
@@ -198,24 +197,6 @@ class BertObjective:
 # ---------------------------------------------------------------------------
 
 
-def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> bert.BertConfig:
-    """The one place a BertConfig is built from the run config.
-
-    Starts from the size preset (``BERT_SIZES`` or ``ALBERT_SIZES`` by
-    ``config.model.name``) and applies every ``config.model`` field that is a
-    BertConfig field and not None.
-    """
-    fields = {f.name for f in dataclasses.fields(bert.BertConfig)} - {"vocab_size"}
-    overrides = {k: v for k, v in config.model.items() if k in fields and v is not None}
-    overrides.setdefault("max_position_embeddings", max(512, config.data.max_seq_length))
-    try:
-        return bert.sized_config(
-            config.model.name, config.model.size, vocab_size=vocab_size, **overrides
-        )
-    except ValueError as error:
-        raise ValueError(f"config.model: {error}") from None
-
-
 def make_loss_fn(use_pair_loss: bool):
     """Masked-LM cross-entropy (+ the sentence-pair loss unless the task is 'none')."""
 
@@ -257,7 +238,7 @@ def mean_weights(batch) -> dict[str, jnp.ndarray]:
 def create_task(config: ml_collections.ConfigDict) -> Task:
     """BERT (MLM + NSP) and ALBERT (MLM + SOP, shared layers) as one task family."""
     tokenizer = Tokenizer(config.data.vocab_path)
-    model_cfg = model_config(config, tokenizer.vocab_size)
+    model_cfg = registry.model_config(config, tokenizer.vocab_size)
     data_config = BertDataConfig.from_config(config)
     # Held-out SOP pairs come in both orders: balanced labels, no coin flips.
     eval_data_config = dataclasses.replace(data_config, sop_both_orders=True)
@@ -267,7 +248,7 @@ def create_task(config: ml_collections.ConfigDict) -> Task:
             eval_data_config = dataclasses.replace(eval_data_config, masked_lm_prob=eval_prob)
         except ValueError as error:
             raise ValueError(f"config.objective.eval_masked_lm_prob: {error}") from None
-    model = state.model_spec(model_cfg)
+    model = registry.model_spec(model_cfg)
     pairs = data_config.sentence_pair_task != "none"  # a pair head that trains
     return Task(
         tokenizer=tokenizer,

@@ -6,7 +6,6 @@ denoised and packed t5x features); `create_task` joins them with the encoder-dec
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 
 import jax
@@ -16,11 +15,10 @@ import numpy as np
 
 from bert_jax.data import fingerprint
 from bert_jax.data.tokenizer import Tokenizer
-from bert_jax.models import t5
+from bert_jax.models import registry
 from bert_jax.objectives.logit_metrics import label_logit_stats
 from bert_jax.objectives.t5_data import ALIASES, PRESETS, T5DataConfig, T5Objective
 from bert_jax.objectives.task import PRETRAINING_EVAL_DRAWS, Task, pretraining_batches
-from bert_jax.training import state
 
 __all__ = ["ALIASES", "PRESETS", "T5DataConfig", "T5Objective", "create_task", "make_loss_fn"]
 
@@ -30,18 +28,6 @@ __all__ = ["ALIASES", "PRESETS", "T5DataConfig", "T5Objective", "create_task", "
 # that of the row's own arange, and the model computes one [1, heads, q, k] bias
 # instead of one per row (tests/models/test_t5.py checks the logits are the same).
 _FEATURE_ARGS = ("encoder_segment_ids", "decoder_segment_ids")
-
-
-def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> t5.T5Config:
-    """The one place a T5Config is built: size and variant preset plus set fields."""
-    fields = {f.name for f in dataclasses.fields(t5.T5Config)} - {"vocab_size"}
-    overrides = {k: v for k, v in config.model.items() if k in fields and v is not None}
-    try:
-        return t5.t5_config(
-            config.model.size, config.model.variant, vocab_size=vocab_size, **overrides
-        )
-    except ValueError as error:
-        raise ValueError(f"config.model: {error}") from None
 
 
 def _logits(model, batch, *, deterministic, rngs):
@@ -133,9 +119,9 @@ def decode_example(model, batch, tokenizer, *, max_length: int) -> dict[str, str
 def create_task(config: ml_collections.ConfigDict) -> Task:
     """An encoder-decoder T5 trained on one of the paper's denoising objectives."""
     tokenizer = Tokenizer(config.data.vocab_path, extra_ids=config.objective.extra_ids)
-    model_cfg = model_config(config, tokenizer.vocab_size)
+    model_cfg = registry.model_config(config, tokenizer.vocab_size)
     examples = T5Objective(T5DataConfig.from_config(config), tokenizer)
-    model = state.model_spec(model_cfg)
+    model = registry.model_spec(model_cfg)
     return Task(
         tokenizer=tokenizer,
         batches=pretraining_batches(config, tokenizer, examples),
