@@ -15,7 +15,7 @@ from bert_jax import objectives
 from bert_jax.checkpointing.checkpointer import Checkpointer
 from bert_jax.checkpointing.inference import restore_params
 from bert_jax.checkpointing.workdir import saved_model_config
-from bert_jax.downstream import text_to_text
+from bert_jax.downstream import encoder_init, text_to_text
 from bert_jax.models import loading, registry
 from bert_jax.runtime import run_config, sharding
 from bert_jax.training import loop, optim, state
@@ -93,6 +93,19 @@ def test_fine_tuning_reads_the_encoder_without_the_pretraining_recipe(pretrained
     loaded = loading.load_model("pretrained", workdir, mesh_config=_broken(config).mesh)
     encoder = loaded.load_params()["encoder"]
     _assert_same_params(encoder, full.params["encoder"])
+    # The fine-tuning config needs neither the vocabulary path nor the recipe: the
+    # checkpoint records them (older checkpoints: config.data.vocab_path).
+    finetune = run_config.load_recipe("configs/finetune.py:init=pretrained,runlocal")
+    finetune.finetune.init_workdir = workdir
+    finetune.finetune.pretrain_config = "/nonexistent.py"
+    finetune.data.vocab_path = "/nonexistent/vocab.model"
+    source = encoder_init.load_encoder_source(finetune)
+    assert source.tokenizer.model_path == os.path.abspath(config.data.vocab_path)
+    saved = loaded.model_config
+    dropout = dict(
+        dropout_rate=saved.dropout_rate, attention_dropout_rate=saved.attention_dropout_rate
+    )
+    assert dataclasses.replace(source.encoder_config, **dropout) == saved
 
 
 def test_restore_params_checks_the_model_and_names_a_missing_checkpoint(pretrained, tmp_path):
@@ -142,3 +155,8 @@ def test_t5_fine_tuning_starts_from_the_whole_pretrained_encoder_decoder(tmp_pat
         objectives.get_task(pretrain).model_config, dropout_rate=0.0
     )
     _assert_same_params(initial_params(None), _full_restore(pretrain, workdir).params)
+    # The vocabulary and its sentinels come from the checkpoint: no recipe is read.
+    config.data.vocab_path = "/nonexistent/vocab.model"
+    config.finetune.pretrain_config = "/nonexistent.py"
+    again, tokenizer, _ = text_to_text.load_t5(config)
+    assert again == model_config and tokenizer.vocab_size == model_config.vocab_size
