@@ -80,7 +80,7 @@ def compile_train_step(config, task, batch):
     from bert_jax.training.state import abstract_train_state
 
     tx, schedule = optim.create_optimizer(config.optim, config.train.num_steps)
-    graphdef, abs_state, _ = abstract_train_state(task, tx, config.seed)
+    graphdef, abs_state, _ = abstract_train_state(task.create_model, tx, config.seed)
     step = jax.jit(loop.make_train_step(task, graphdef, tx, schedule), donate_argnums=(0,))
     start = time.perf_counter()
     compiled = step.lower(abs_state, batch, jax.random.key(0)).compile()
@@ -157,7 +157,7 @@ def fsdp_table(args) -> list[str]:
         mesh, rules = sharding.mesh_from_config(config.mesh)
         tx, _ = optim.create_optimizer(config.optim, config.train.num_steps)
         with sharding.use_mesh(mesh, rules):
-            _, abs_state, _ = abstract_train_state(task, tx, config.seed)
+            _, abs_state, _ = abstract_train_state(task.create_model, tx, config.seed)
             shardings = state_shardings(abs_state, mesh, rules)
         leaves = jax.tree.leaves(abs_state)
         total = sum(math.prod(x.shape) * x.dtype.itemsize for x in leaves)

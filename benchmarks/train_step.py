@@ -121,7 +121,7 @@ def make_ours(config, task, batch_np: dict[str, np.ndarray], steps: int):
     mesh = sharding.create_mesh(config.mesh.shape)
     rules = sharding.validate_rules(config.mesh.axis_rules)
     with sharding.use_mesh(mesh, rules):
-        graphdef, abs_state, init = abstract_train_state(task, tx, config.seed)
+        graphdef, abs_state, init = abstract_train_state(task.create_model, tx, config.seed)
         shardings = state_shardings(abs_state, mesh, rules)
         data_sharding = sharding.data_sharding(mesh, rules)
         holder = {"state": jax.jit(init, out_shardings=shardings)()}

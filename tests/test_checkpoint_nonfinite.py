@@ -13,8 +13,9 @@ from flax import nnx
 
 from bert_jax import objectives
 from bert_jax.checkpointing.checkpointer import Checkpointer
+from bert_jax.models import registry
 from bert_jax.objectives import bert_task
-from bert_jax.training import loop, state
+from bert_jax.training import loop
 
 
 def _steps(workdir) -> list[int]:
@@ -26,7 +27,9 @@ def _saved_params(workdir, config, step):
     task = objectives.get_task(config)
     directory = os.path.join(workdir, "checkpoints")
     checkpointer = Checkpointer(directory, keep=None, model_config=task.model_config)
-    params, _ = checkpointer.restore_params(state.abstract_params(task)[1], step=step)
+    params, _ = checkpointer.restore_params(
+        registry.abstract_params(task.create_model)[1], step=step
+    )
     checkpointer.close()
     return jax.tree.leaves(params)
 

@@ -13,6 +13,7 @@ import pytest
 from conftest import tiny_bert_config
 
 from bert_jax.checkpointing.checkpointer import Checkpointer, CheckpointError, optimizer_fingerprint
+from bert_jax.models import registry
 from bert_jax.models.bert_config import BertConfig
 from bert_jax.training import loop, optim, state
 
@@ -26,7 +27,7 @@ def _optim(name="adamw", **overrides):
 
 def _abstract(optim_config):
     tx, _ = optim.create_optimizer(optim_config, 10)
-    return state.abstract_train_state(state.model_spec(CONFIG), tx, 0)
+    return state.abstract_train_state(registry.model_spec(CONFIG).create_model, tx, 0)
 
 
 def _checkpointer(directory, optim_config=None, keep=3):
@@ -137,7 +138,7 @@ def test_restore_params_equals_the_full_restore(tmp_path):
     directory = tmp_path / "checkpoints"
     saved = _save_steps(directory)
     checkpointer = Checkpointer(directory, keep=None, model_config=CONFIG)  # no optimizer needed
-    _, abstract_params = state.abstract_params(state.model_spec(CONFIG))
+    _, abstract_params = registry.abstract_params(registry.model_spec(CONFIG).create_model)
     params, step = checkpointer.restore_params(abstract_params)
     assert step == 2
     full, _ = _checkpointer(directory).restore_latest(_abstract(_optim())[1])

@@ -69,6 +69,13 @@ def cli_cases(tmp_path) -> dict[str, dict]:
         ),
         "unknown command": ([*python, "trian", RUNLOCAL, workdir], 2, ["got trian"]),
         "no --workdir": ([*pretrain], 2, ["needs --workdir"]),
+        "pretrain without --config": ([*python, "pretrain", workdir], 2, ["needs --config"]),
+        # export and evaluate read the run config the checkpoint records: none here.
+        "export without --config or checkpoint": (
+            [*python, "export", f"--workdir={tmp_path}", f"--out={tmp_path / 'hf'}"],
+            1,
+            [f"{tmp_path / 'checkpoints'} does not exist"],
+        ),
         "workdir is a file": (
             [*pretrain, f"--workdir={tmp_path / 'a_file'}"],
             1,
@@ -146,6 +153,8 @@ CASE_NAMES = [
     "value of the wrong type",
     "unknown command",
     "no --workdir",
+    "pretrain without --config",
+    "export without --config or checkpoint",
     "workdir is a file",
     "workdir under a file, BERT_JAX_VERBOSE=1",
     "workdir on a read-only mount",

@@ -57,6 +57,8 @@ def test_albert_checkpoint_is_scored_on_nsp_and_sop_pairs(tmp_path, vocab_path, 
         assert abs(scores[f"{key}_on_sop_pairs"] - result["eval"][key]) < 1e-6, key
     with open(tmp_path / "evaluate.json") as f:
         assert json.load(f)["nsp_accuracy"] == scores["nsp_accuracy"]
+    # No config given (`bert-jax evaluate --workdir W`): the one the checkpoint records.
+    assert evaluate.evaluate_checkpoint(None, str(tmp_path)) == scores
 
 
 def test_held_out_sop_pairs_come_in_both_orders(vocab_path, corpus_dir):

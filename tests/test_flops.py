@@ -31,7 +31,7 @@ def test_analytic_flops_are_within_ten_percent_of_xla(family, vocab_path):
         config.model.attention_dropout_rate = 0.0
     task = objectives.get_task(config)
     tx, schedule = optim.create_optimizer(config.optim, config.train.num_steps)
-    graphdef, abs_state, _ = abstract_train_state(task, tx, config.seed)
+    graphdef, abs_state, _ = abstract_train_state(task.create_model, tx, config.seed)
     batch = abstract_batch(family, batch=8, length=128)
     step = jax.jit(loop.make_train_step(task, graphdef, tx, schedule))
     compiled = step.lower(abs_state, batch, jax.random.key(0)).compile()

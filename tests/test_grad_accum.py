@@ -20,7 +20,7 @@ BATCH = 8
 def _setup(config):
     task = objectives.get_task(config)
     tx, schedule = optim.create_optimizer(config.optim, config.train.num_steps)
-    graphdef, _, init = abstract_train_state(task, tx, config.seed)
+    graphdef, _, init = abstract_train_state(task.create_model, tx, config.seed)
     dataset = task.batches("train", BATCH)
     batch = jax.tree.map(np.asarray, next(iter(dataset)))
     return task, graphdef, tx, schedule, jax.jit(init)(), batch

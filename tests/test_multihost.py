@@ -215,7 +215,7 @@ rules = sharding.validate_rules(config.mesh.axis_rules)
 task = objectives.get_task(config)
 tx, _ = optim.create_optimizer(config.optim, 10)
 with sharding.use_mesh(mesh, rules):
-    _, abs_state, init = abstract_train_state(task, tx, 0)
+    _, abs_state, init = abstract_train_state(task.create_model, tx, 0)
     shardings = state_shardings(abs_state, mesh, rules)
     state = jax.jit(init, out_shardings=shardings)()  # Adafactor's (1,) moments included
     one = jax.jit(lambda x: sharding.constrain(x * 2, ("batch", "length", "embed")))(

@@ -92,7 +92,7 @@ for name, preset, tensor, accumulation in (
     mesh, rules = sharding.mesh_from_config(config.mesh)
     tx, schedule = optim.create_optimizer(config.optim, config.train.num_steps)
     with sharding.use_mesh(mesh, rules):
-        graphdef, abs_state, init = abstract_train_state(task, tx, config.seed)
+        graphdef, abs_state, init = abstract_train_state(task.create_model, tx, config.seed)
         shardings = state_shardings(abs_state, mesh, rules)
         data_sharding = sharding.data_sharding(mesh, rules)
         state = jax.jit(init, out_shardings=shardings)()

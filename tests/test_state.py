@@ -1,4 +1,4 @@
-"""bert_jax.training.state: a params-only restore that needs nothing but the workdir and a mesh."""
+"""A params-only restore that needs nothing but the workdir and a mesh (checkpointing.inference)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ from conftest import load_recipe, tiny_bert_config
 
 from bert_jax import objectives
 from bert_jax.checkpointing.checkpointer import Checkpointer
+from bert_jax.checkpointing.inference import restore_params
+from bert_jax.checkpointing.workdir import saved_model_config
 from bert_jax.downstream import encoder_init, text_to_text
+from bert_jax.models import loading, registry
 from bert_jax.runtime import run_config, sharding
 from bert_jax.training import loop, optim, state
 
@@ -32,7 +35,7 @@ def _full_restore(config, workdir):
     task = objectives.get_task(config)
     tx, _ = optim.create_optimizer(config.optim, config.train.num_steps)
     with sharding.mesh_context(config.mesh) as (mesh, rules):
-        _, abs_state, _ = state.abstract_train_state(task, tx, config.seed)
+        _, abs_state, _ = state.abstract_train_state(task.create_model, tx, config.seed)
         target = state.with_shardings(abs_state, state.state_shardings(abs_state, mesh, rules))
         checkpointer = Checkpointer(
             os.path.join(workdir, "checkpoints"), keep=2, model_config=task.model_config
@@ -70,10 +73,10 @@ def test_restore_params_equals_the_full_restore_without_optimizer_tokenizer_or_d
     broken = _broken(config)
     with pytest.raises(ValueError, match="config.optim.name"):  # it cannot build one
         optim.create_optimizer(broken.optim, broken.train.num_steps)
-    saved = state.saved_model_config(workdir)  # from the checkpoint alone, no recipe
+    saved = saved_model_config(workdir)  # from the checkpoint alone, no recipe
     assert saved == objectives.get_task(config).model_config
     with sharding.mesh_context(broken.mesh) as (mesh, rules):
-        graphdef, params, step = state.restore_params(workdir, state.model_spec(saved), mesh, rules)
+        graphdef, params, step = restore_params(workdir, registry.model_spec(saved), mesh, rules)
         expected = state.state_shardings(params, mesh, rules)
     assert step == config.train.num_steps == int(full.step)
     _assert_same_params(params, full.params)
@@ -81,30 +84,43 @@ def test_restore_params_equals_the_full_restore_without_optimizer_tokenizer_or_d
         assert leaf.sharding == sharding_
     # The graph definition rebuilds the pretraining model around the restored weights.
     assert type(jax.tree.leaves(params)[0]) is type(jax.tree.leaves(full.params)[0])
-    assert graphdef == state.abstract_params(state.model_spec(saved))[0]
+    assert graphdef == registry.abstract_params(registry.model_spec(saved).create_model)[0]
 
 
 def test_fine_tuning_reads_the_encoder_without_the_pretraining_recipe(pretrained):
     config, workdir = pretrained
     full = _full_restore(config, workdir)
-    saved = encoder_init.checkpoint_model_config(workdir)
-    encoder = encoder_init.restore_pretrained_encoder(_broken(config), workdir, saved)
+    loaded = loading.load_model("pretrained", workdir, mesh_config=_broken(config).mesh)
+    encoder = loaded.load_params()["encoder"]
     _assert_same_params(encoder, full.params["encoder"])
+    # The fine-tuning config needs neither the vocabulary path nor the recipe: the
+    # checkpoint records them (older checkpoints: config.data.vocab_path).
+    finetune = run_config.load_recipe("configs/finetune.py:init=pretrained,runlocal")
+    finetune.finetune.init_workdir = workdir
+    finetune.finetune.pretrain_config = "/nonexistent.py"
+    finetune.data.vocab_path = "/nonexistent/vocab.model"
+    source = encoder_init.load_encoder_source(finetune)
+    assert source.tokenizer.model_path == os.path.abspath(config.data.vocab_path)
+    saved = loaded.model_config
+    dropout = dict(
+        dropout_rate=saved.dropout_rate, attention_dropout_rate=saved.attention_dropout_rate
+    )
+    assert dataclasses.replace(source.encoder_config, **dropout) == saved
 
 
 def test_restore_params_checks_the_model_and_names_a_missing_checkpoint(pretrained, tmp_path):
     config, workdir = pretrained
-    saved = state.saved_model_config(workdir)
-    wider = state.model_spec(dataclasses.replace(saved, hidden_size=64))
+    saved = saved_model_config(workdir)
+    wider = registry.model_spec(dataclasses.replace(saved, hidden_size=64))
     with sharding.mesh_context(config.mesh) as (mesh, rules):
         with pytest.raises(ValueError, match="hidden_size: checkpoint=32 config=64"):
-            state.restore_params(workdir, wider, mesh, rules)
+            restore_params(workdir, wider, mesh, rules)
         empty = str(tmp_path / "empty")
         with pytest.raises(FileNotFoundError, match=r"empty/checkpoints does not exist"):
-            state.restore_params(empty, state.model_spec(saved), mesh, rules)
+            restore_params(empty, registry.model_spec(saved), mesh, rules)
     assert not os.path.exists(os.path.join(empty, "checkpoints"))  # reading creates nothing
     with pytest.raises(FileNotFoundError, match="empty/checkpoints does not exist"):
-        state.saved_model_config(empty)
+        saved_model_config(empty)
 
 
 def test_init_from_replaces_and_places_the_parameters(pretrained):
@@ -112,7 +128,7 @@ def test_init_from_replaces_and_places_the_parameters(pretrained):
     task = objectives.get_task(config)
     tx, _ = optim.create_optimizer(config.optim, config.train.num_steps)
     with sharding.mesh_context(config.mesh) as (mesh, rules):
-        _, abs_state, init = state.abstract_train_state(task, tx, config.seed)
+        _, abs_state, init = state.abstract_train_state(task.create_model, tx, config.seed)
         shardings = state.state_shardings(abs_state, mesh, rules)
         fresh = jax.jit(init, out_shardings=shardings)()
         assert state.init_from(fresh, None, shardings) is fresh
@@ -139,3 +155,8 @@ def test_t5_fine_tuning_starts_from_the_whole_pretrained_encoder_decoder(tmp_pat
         objectives.get_task(pretrain).model_config, dropout_rate=0.0
     )
     _assert_same_params(initial_params(None), _full_restore(pretrain, workdir).params)
+    # The vocabulary and its sentinels come from the checkpoint: no recipe is read.
+    config.data.vocab_path = "/nonexistent/vocab.model"
+    config.finetune.pretrain_config = "/nonexistent.py"
+    again, tokenizer, _ = text_to_text.load_t5(config)
+    assert again == model_config and tokenizer.vocab_size == model_config.vocab_size

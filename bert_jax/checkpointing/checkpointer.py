@@ -11,6 +11,9 @@ One orbax step directory holds these items:
   * ``data_spec``: what the train stream reads (bert_jax/data/fingerprint.py); a resume
     on other data is refused, or with ``config.data.allow_new_data`` restarts the
     stream. Checkpoints written before it resume unchecked, with a warning.
+  * ``run_config``: the run config (workdir.run_record), so commands that read a
+    checkpoint (export, evaluate, fine-tuning) need no recipe; absent from
+    checkpoints written before it existed.
 
 Saves fail loudly and at once (guard.py): a save that cannot fit is
 refused before it starts, a directory that cannot be created raises in ``save``
@@ -39,6 +42,7 @@ from bert_jax.checkpointing.fingerprint import (
     optimizer_fingerprint,
 )
 from bert_jax.checkpointing.guard import CheckpointError, CheckpointMismatchError
+from bert_jax.checkpointing.workdir import RUN_CONFIG_ITEM, run_record
 from bert_jax.data import fingerprint
 
 __all__ = [
@@ -62,6 +66,7 @@ class Checkpointer:
         ``close`` give up with an error (a stalled disk must not hang the run).
       data_spec: ``Task.data_fingerprint()`` of the run's train stream; None: not checked.
       allow_new_data: a resume on other data restarts the stream instead of failing.
+      run_config: the run config, saved with every step (``run_config`` item); None: not saved.
     """
 
     def __init__(
@@ -74,6 +79,7 @@ class Checkpointer:
         timeout_s: int = 1200,
         data_spec: dict[str, Any] | None = None,
         allow_new_data: bool = False,
+        run_config: Any = None,
     ):
         # orbax's background commit thread rejects relative paths (and the next save
         # then waits on it forever), so `--workdir workdirs/x` is made absolute here.
@@ -87,6 +93,7 @@ class Checkpointer:
         self.optimizer = optimizer
         self.timeout_s = timeout_s
         self.data_spec, self.allow_new_data = data_spec, allow_new_data
+        self.run_record = None if run_config is None else run_record(run_config)
         self._defaults = model_defaults(model_config)
         guard.install_quiet_filter()
         self._manager = ocp.CheckpointManager(
@@ -101,7 +108,7 @@ class Checkpointer:
                     timeout_secs=timeout_s, create_directories_asynchronously=False
                 ),
             ),
-            item_names=("state", "data", "model", "optimizer", "data_spec"),
+            item_names=("state", "data", "model", "optimizer", "data_spec", RUN_CONFIG_ITEM),
         )
         self._pending: tuple[int, int] | None = None  # (step, bytes) of the save in flight
         self._params_reader: ocp.PyTreeCheckpointer | None = None  # restore_params only
@@ -129,6 +136,8 @@ class Checkpointer:
             items["optimizer"] = ocp.args.JsonSave(self.optimizer)
         if self.data_spec is not None:
             items["data_spec"] = ocp.args.JsonSave(self.data_spec)
+        if self.run_record is not None:
+            items[RUN_CONFIG_ITEM] = ocp.args.JsonSave(self.run_record)
         nbytes = guard.bytes_needed(state)
         try:
             self._manager.save(step, args=ocp.args.Composite(**items), force=True)

@@ -8,7 +8,8 @@ with masked LM only has an untrained head, scored as Table 5's "None" row), besi
 masked-LM figures on each: all selected positions, each input kind (``[MASK]``,
 random token, kept; see objectives/bert_eval.py) and the training-unigram
 baselines of the ``[MASK]`` targets. T5 checkpoints report target loss and accuracy.
-Results are printed and written to ``WORKDIR/evaluate.json``.
+Results are printed and written to ``WORKDIR/evaluate.json``. Without ``--config`` the
+run config the checkpoint records is used (its held-out data, vocabulary and mesh).
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ import jax
 import ml_collections
 
 from bert_jax import objectives
+from bert_jax.checkpointing.inference import older_checkpoint_message, restore_for_inference
+from bert_jax.checkpointing.workdir import saved_run_config
 from bert_jax.objectives import bert_eval
 from bert_jax.runtime import sharding
-from bert_jax.training import loop, state
+from bert_jax.training import loop
 
 PAIR_TASKS = ("nsp", "sop")
 
@@ -43,7 +46,7 @@ def pair_cross_evaluation(config, graphdef, params, data_sharding, num_batches: 
 
     Args:
       config: a BERT-family run config; its ``seed`` fixes which held-out pairs are drawn.
-      graphdef: the checkpoint's model graph (``state.restore_params``).
+      graphdef: the checkpoint's model graph (``checkpointing.inference``).
       params: the checkpoint's parameters.
       data_sharding: the batch sharding on the mesh the parameters live on.
       num_batches: held-out batches of ``config.train.batch_size`` pairs per task.
@@ -60,12 +63,23 @@ def pair_cross_evaluation(config, graphdef, params, data_sharding, num_batches: 
     return out
 
 
-def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-    """Scores the latest checkpoint; see the module docstring."""
+def evaluate_checkpoint(config: ml_collections.ConfigDict | None, workdir: str) -> dict[str, float]:
+    """Scores the latest checkpoint; see the module docstring.
+
+    Args:
+      config: the run config (held-out data, batch size, mesh); None takes the one the
+        checkpoint records (checkpoints written before it was recorded need it given).
+      workdir: the pretraining workdir.
+    """
+    if config is None:
+        config = saved_run_config(workdir)
+        if config is None:
+            raise ValueError(older_checkpoint_message(workdir))
     task = objectives.get_task(config)
-    with sharding.mesh_context(config.mesh) as (mesh, rules):
-        graphdef, params, step = state.restore_params(workdir, task, mesh, rules)
-        data_sharding = sharding.data_sharding(mesh, rules)
+    # The task's model must be the checkpoint's (every field that changes the weights).
+    with restore_for_inference(workdir, config.mesh, model_config=task.model_config) as restored:
+        graphdef, params, step = restored.graphdef, restored.params, restored.step
+        data_sharding = sharding.data_sharding(restored.mesh, restored.rules)
         results: dict[str, float] = {"step": step}
         if config.model.name in ("bert", "albert"):
             train_counts = bert_eval.training_unigram_counts(config.data, task.tokenizer)

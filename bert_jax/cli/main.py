@@ -5,6 +5,8 @@ Commands:
   evaluate   score the latest checkpoint of --workdir on held-out data
   report     print first/last evaluation against baselines, draw the learning curve
   export     write a Hugging Face directory (--out) from the latest checkpoint
+             (evaluate and export: --config is optional, the checkpoint records its run
+             config; checkpoints written before that record need --config)
   finetune   fine-tune on a downstream task (configs/finetune.py), score its dev sets
   compare    objective comparison sweep (configs/compare.py); --cell NAME runs one cell,
              ``bert-jax compare --report DIR`` collects a sweep's results
@@ -24,9 +26,11 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from bert_jax.cli import errors
-from bert_jax.runtime import distributed, host_heap
+from bert_jax.runtime import distributed, host_heap, run_config
 
 COMMANDS = ("pretrain", "evaluate", "report", "export", "finetune", "compare")
+# Commands whose --config is optional: the checkpoint records the run config.
+READS_RECORDED_CONFIG = ("evaluate", "export")
 
 FLAGS = flags.FLAGS
 _CONFIG = config_flags.DEFINE_config_file(
@@ -94,9 +98,10 @@ def main(argv: list[str]) -> None:
         report.print_report(workdir)
         return
     config = _CONFIG.value
-    if config is None:
+    if config is None and command not in READS_RECORDED_CONFIG:
         raise errors.UsageError(f"`bert-jax {command}` needs --config")
-    _initialize_distributed(config)
+    # Without --config, hosts join with the default settings (the checkpoint is read later).
+    _initialize_distributed(config if config is not None else run_config.base_config())
     if command == "pretrain":
         from bert_jax.training import loop
 

@@ -1,7 +1,8 @@
 """Frozen features of a pretrained (or randomly initialised) model, for the probe tasks.
 
 `Encoder(config, workdir)` restores the parameters of the newest checkpoint in
-``workdir`` (``state.restore_params``: parameters only) or, with ``workdir=None``,
+``workdir`` (``checkpointing.inference``: parameters only, the model and vocabulary
+the checkpoint records; ``config``'s vocabulary for older checkpoints) or, with ``workdir=None``,
 initialises the model as the train loop does at step 0 (``config.seed``): the
 no-pretraining row. ``embed(texts)`` is the mean over real tokens of the encoder's
 last hidden states (BERT: ``[CLS] text [SEP]``; T5: ``text </s>`` through the encoder
@@ -19,26 +20,34 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from bert_jax import objectives
+from bert_jax.checkpointing.inference import restore_for_inference
+from bert_jax.models import registry
+from bert_jax.models.loading import load_model, recorded_tokenizer
+from bert_jax.models.t5_config import T5Config
 from bert_jax.runtime import sharding
-from bert_jax.training.state import abstract_train_state, restore_params
+from bert_jax.training.state import abstract_train_state
 
 
 class Encoder:
     """Mean-pooled encoder outputs of one model (see the module docstring)."""
 
     def __init__(self, config: ml_collections.ConfigDict, workdir: str | None, batch_size=64):
-        self.task = objectives.get_task(config)
-        self.tokenizer = self.task.tokenizer
-        self.family = config.model.name
         self.step = 0
         self._batch_size = batch_size
-        with sharding.mesh_context(config.mesh) as (mesh, rules):
-            if workdir is None:
-                graphdef, _, init = abstract_train_state(self.task, _NO_OPTIMIZER, config.seed)
+        if workdir is None:
+            self.tokenizer = registry.tokenizer(config)
+            vocab_size = self.tokenizer.vocab_size
+            loaded = load_model("random", run_config=config, vocab_size=vocab_size)
+            spec = registry.model_spec(loaded.model_config)
+            graphdef, _, init = abstract_train_state(spec.create_model, _NO_OPTIMIZER, config.seed)
+            with sharding.mesh_context(config.mesh):
                 params = jax.jit(init)().params
-            else:
-                graphdef, params, self.step = restore_params(workdir, self.task, mesh, rules)
+        else:  # the model and vocabulary the checkpoint records
+            with restore_for_inference(workdir, config.mesh) as restored:
+                graphdef, params, self.step = restored.graphdef, restored.params, restored.step
+            self.tokenizer = recorded_tokenizer(restored.run_config) or registry.tokenizer(config)
+            spec = restored.spec
+        self.family = "t5" if isinstance(spec.model_config, T5Config) else "bert"
         self.graphdef, self.params = graphdef, params
         self.model = nnx.merge(graphdef, params)
         self._forward = nnx.jit(functools.partial(_pooled, family=self.family))

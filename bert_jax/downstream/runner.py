@@ -28,8 +28,9 @@ from bert_jax import objectives
 from bert_jax.checkpointing import lock
 from bert_jax.data import pipeline
 from bert_jax.downstream import batching
+from bert_jax.models.registry import abstract_params
 from bert_jax.runtime import sharding
-from bert_jax.training import loop, state
+from bert_jax.training import loop
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +90,7 @@ def predict(config: ml_collections.ConfigDict, task: FinetuneTask, params, split
     """
     outputs, indices = [], []
     with sharding.mesh_context(config.mesh) as (mesh, rules):
-        graphdef, _ = state.abstract_params(task)
+        graphdef, _ = abstract_params(task.create_model)
         data_sharding = sharding.data_sharding(mesh, rules)
 
         @jax.jit

@@ -13,8 +13,9 @@ Rank classification over those 26 strings picks the prediction, which is parsed 
 to a float; Pearson and Spearman are taken against the unrounded gold scores. SQuAD
 is BERT-only here.
 
-The model and its tokenizer come from ``config.finetune.init``: 'pretrained' (the
-latest checkpoint of a T5 pretraining workdir, hyperparameters read from it),
+The model and its tokenizer come from ``config.finetune.init`` (`models.loading`):
+'pretrained' (the latest checkpoint of a T5 pretraining workdir, hyperparameters and
+vocabulary read from it),
 'hf' (a Hugging Face T5 directory exported with our vocabulary) or 'random' (the
 architecture of the recipe ``config.finetune.pretrain_config``).
 """
@@ -33,9 +34,8 @@ from bert_jax.downstream import batching, classification, classifier, glue
 from bert_jax.downstream.encoder_init import pretrain_recipe
 from bert_jax.downstream.runner import FinetuneTask, Scored
 from bert_jax.models import t5
+from bert_jax.models.loading import load_model
 from bert_jax.objectives import t5_task
-from bert_jax.runtime import sharding
-from bert_jax.training.state import model_spec, restore_params, saved_model_config
 
 STSB_WORDS = tuple(f"{step / 5:.1f}" for step in range(26))  # "0.0", "0.2", ..., "5.0"
 STSB_SCORES = np.array([float(word) for word in STSB_WORDS], np.float32)  # parsed back
@@ -184,38 +184,40 @@ def check_stsb_scores(splits: dict[str, list[glue.LabelledExample]]) -> None:
 
 def load_t5(config: ml_collections.ConfigDict):
     """(T5Config, tokenizer, initial_params) of ``config.finetune.init``."""
-    pretrain = pretrain_recipe(config)
-    tokenizer = Tokenizer(config.data.vocab_path, extra_ids=pretrain.objective.extra_ids)
     dropout = {"dropout_rate": config.model.dropout_rate}
     init = config.finetune.init
+    if init == "pretrained":
+        loaded = load_model(
+            "pretrained",
+            config.finetune.init_workdir,
+            mesh_config=config.mesh,
+            expect=(t5.T5Config, "model=t5 fine-tunes T5 checkpoints"),
+        )
+        # The vocabulary the checkpoint records; the recipe's for checkpoints before the record.
+        tokenizer = loaded.tokenizer or _recipe_tokenizer(config, pretrain_recipe(config))
+
+        def initial_params(fresh):
+            return loaded.load_params()  # the whole encoder-decoder: the LM head is the task head
+
+        return dataclasses.replace(loaded.model_config, **dropout), tokenizer, initial_params
+    pretrain = pretrain_recipe(config)
+    tokenizer = _recipe_tokenizer(config, pretrain)
     if init == "random":
         for field in ("d_model", "num_heads", "d_ff", "num_encoder_layers", "num_decoder_layers"):
             if config.model[field] is not None:
                 pretrain.model[field] = config.model[field]
-        model_config = t5_task.model_config(pretrain, tokenizer.vocab_size)
-        return dataclasses.replace(model_config, **dropout), tokenizer, None
+        loaded = load_model("random", run_config=pretrain, vocab_size=tokenizer.vocab_size)
+        return dataclasses.replace(loaded.model_config, **dropout), tokenizer, None
     if init == "hf":
-        from bert_jax.export import hf
-
-        model_config, state = hf.load_hf(config.finetune.hf_dir, kinds=("t5",))
-        return dataclasses.replace(model_config, **dropout), tokenizer, lambda fresh: state
-    if init != "pretrained":
-        raise ValueError(f"config.finetune.init={init!r}; choose pretrained, hf or random")
-    workdir = config.finetune.init_workdir
-    saved = checkpoint_t5_config(workdir)
-
-    def initial_params(fresh):
-        # Parameters only: no pretraining task or optimizer is needed.
-        with sharding.mesh_context(config.mesh) as (mesh, rules):
-            _, params, _ = restore_params(workdir, model_spec(saved), mesh, rules)
-        return params  # the whole encoder-decoder: the LM head is the task head
-
-    return dataclasses.replace(saved, **dropout), tokenizer, initial_params
+        loaded = load_model("hf", config.finetune.hf_dir, kinds=("t5",))
+        params = loaded.load_params()
+        return dataclasses.replace(loaded.model_config, **dropout), tokenizer, lambda fresh: params
+    raise ValueError(f"config.finetune.init={init!r}; choose pretrained, hf or random")
 
 
-def checkpoint_t5_config(workdir: str) -> t5.T5Config:
-    """The T5Config saved with the latest checkpoint of a T5 pretraining workdir."""
-    return saved_model_config(workdir, expect=(t5.T5Config, "model=t5 fine-tunes T5 checkpoints"))
+def _recipe_tokenizer(config, pretrain) -> Tokenizer:
+    """``config.data.vocab_path`` with the sentinels of the pretraining recipe."""
+    return Tokenizer(config.data.vocab_path, extra_ids=pretrain.objective.extra_ids)
 
 
 class TextToTextTask(FinetuneTask):

@@ -1,7 +1,9 @@
 """``bert-jax export`` and its inverse: whole Hugging Face directories <-> our checkpoints.
 
 `export_checkpoint` restores the latest checkpoint of a workdir and writes a
-directory that ``transformers`` loads offline with its Auto classes:
+directory that ``transformers`` loads offline with its Auto classes; the model
+family, vocabulary and mesh come from the run config the checkpoint records (as
+``save_pretrained`` writes a model's own config), or from ``--config`` when given:
 
   bert   -> BertForPreTraining          (AutoModelForPreTraining)
   albert -> AlbertForPreTraining        (AutoModelForPreTraining)
@@ -24,6 +26,7 @@ segmentations may break the other way.
 
 `import_hf` reads a Hugging Face BERT, ALBERT or T5 directory (e.g. a released
 Google checkpoint) into our parameters, after checking it fits the run config.
+One concept, a Hugging Face directory both ways (with its tokenizer), so over 300 lines.
 """
 
 from __future__ import annotations
@@ -38,16 +41,15 @@ import jax
 import ml_collections
 from flax import nnx
 
-from bert_jax import objectives
+from bert_jax.checkpointing.inference import older_checkpoint_message, restore_for_inference
+from bert_jax.checkpointing.workdir import check_exists, saved_run_config
 from bert_jax.data.tokenizer import Tokenizer
 from bert_jax.export import bert_weights, convert, t5_weights
-from bert_jax.models import bert, layer_stack, t5
+from bert_jax.models import layer_stack, registry
 from bert_jax.models.bert import BertConfig
 from bert_jax.models.t5_config import T5Config
-from bert_jax.runtime import sharding
-from bert_jax.training.state import restore_params
 
-KINDS = (*bert_weights.KINDS, "t5")
+KINDS = tuple(registry.FAMILIES)  # bert, albert, t5
 # Hyperparameters that do not change what a checkpoint computes at inference, and
 # the parameter layout (an import is stacked to the config's `scan_layers`).
 _TRAINING_ONLY_FIELDS = {
@@ -60,12 +62,13 @@ _TRAINING_ONLY_FIELDS = {
 }
 
 
-def export_checkpoint(config: ml_collections.ConfigDict, workdir: str, out_dir: str) -> str:
+def export_checkpoint(config: ml_collections.ConfigDict | None, workdir: str, out_dir: str) -> str:
     """Writes the latest checkpoint of ``workdir`` as a Hugging Face directory.
 
     Args:
-      config: the run config the checkpoint was trained with (configs/*.py).
-      workdir: the pretraining workdir (its ``checkpoints/`` are read).
+      config: the run config the checkpoint was trained with (configs/*.py); None takes
+        the one the checkpoint records (older checkpoints need it given).
+      workdir: the pretraining workdir (its checkpoints are read).
       out_dir: must not exist, or be an empty directory: the export is written beside it
         and renamed into place when whole (`convert.new_directory`), so an interrupted
         or failed export leaves nothing there.
@@ -75,24 +78,28 @@ def export_checkpoint(config: ml_collections.ConfigDict, workdir: str, out_dir: 
 
     Raises:
       FileNotFoundError: ``workdir`` has no checkpoint.
-      ValueError: the checkpoint was written for another model (see Checkpointer), or
-        ``out_dir`` holds files.
+      ValueError: the checkpoint holds another model than ``config``'s (see Checkpointer),
+        ``out_dir`` holds files, or no config is given for a checkpoint that records none.
     """
-    kind = _kind(config.model.name, "config.model.name")
+    if config is not None:
+        _kind(config.model.name, "config.model.name")
     convert.check_new_directory(out_dir)  # before minutes of restoring
-    if not os.path.isdir(os.path.join(workdir, "checkpoints")):
-        raise FileNotFoundError(
-            f"no checkpoint in workdir {workdir!r}: run `bert-jax pretrain` with --workdir first"
-        )
-    task = objectives.get_task(config)  # the tokenizer and model config the export writes
-    with sharding.mesh_context(config.mesh) as (mesh, rules):
-        _, params, step = restore_params(workdir, task, mesh, rules)
+    check_exists(workdir)  # before the vocabulary is read
+    run = config if config is not None else saved_run_config(workdir)
+    if run is None:
+        raise ValueError(older_checkpoint_message(workdir))
+    kind = _kind(run.model.name, "config.model.name")
+    tokenizer = registry.tokenizer(run)  # the model's vocabulary, written beside it
+    # With a config, its model must be the checkpoint's (every weight-changing field).
+    model_config = None if config is None else registry.model_config(config, tokenizer.vocab_size)
+    with restore_for_inference(workdir, run.mesh, model_config=model_config) as restored:
+        params, step, model_config = restored.params, restored.step, restored.model_config
     if jax.process_count() > 1:  # parameters may be sharded over hosts: gather them
         from jax.experimental import multihost_utils
 
         params = multihost_utils.process_allgather(params, tiled=True)
     if jax.process_index() == 0:
-        export_params(params, task.model_config, kind, task.tokenizer, out_dir)
+        export_params(params, model_config, kind, tokenizer, out_dir)
         logging.info("exported %s step %d of %s to %s", kind, step, workdir, out_dir)
     return out_dir
 
@@ -215,7 +222,7 @@ def import_hf(hf_dir: str, config: ml_collections.ConfigDict | BertConfig | T5Co
       hf_dir: holds config.json and model.safetensors (sharded or not; or
         pytorch_model.bin, which needs torch).
       config: the run config the params must fit (its model is built as
-        ``objectives.get_task(config)`` builds it), or that model config itself.
+        ``models.registry.model_config`` builds it), or that model config itself.
         The params come in its layout (stacked when ``scan_layers``).
 
     Raises:
@@ -231,7 +238,7 @@ def import_hf(hf_dir: str, config: ml_collections.ConfigDict | BertConfig | T5Co
             raise ValueError(
                 f"config.model.name={wanted!r} but {hf_dir}/config.json has model_type {kind!r}"
             )
-        expected = objectives.get_task(config).model_config
+        expected = registry.model_config(config, registry.tokenizer(config).vocab_size)
     else:
         expected = config
     loaded = _config_from_hf(kind, hf_fields, hf_dir)
@@ -239,9 +246,10 @@ def import_hf(hf_dir: str, config: ml_collections.ConfigDict | BertConfig | T5Co
     check_fits(loaded, expected, origin=hf_dir)
     state_dict = convert.read_state_dict(hf_dir)
     if kind == "t5":
-        return t5.stack_layers(t5_weights.from_hf_state_dict(state_dict, loaded), expected)
-    state = bert_weights.from_hf_state_dict(state_dict, loaded, kind)
-    return bert.stack_layers(state, expected)
+        state = t5_weights.from_hf_state_dict(state_dict, loaded)
+    else:
+        state = bert_weights.from_hf_state_dict(state_dict, loaded, kind)
+    return registry.family(kind).stack_layers(state, expected)  # the config's layer layout
 
 
 def load_hf(hf_dir: str, kinds: tuple[str, ...] = KINDS) -> tuple[BertConfig | T5Config, nnx.State]:

@@ -4,7 +4,7 @@
 selects the family (``bert`` and ``albert`` share one, ``t5`` the other), whose task
 class (``BertPretrainingTask``, ``T5PretrainingTask``) builds the tokenizer, example
 builder, model and loss from the run config. Commands that only need weights use the
-model alone, ``state.model_spec(model_config)`` (no tokenizer, example builder or
+model alone, ``models.registry.model_spec(model_config)`` (no tokenizer, example builder or
 baselines).
 
 The task contract, ``Task``, lives in ``objectives/task.py`` (re-exported here): the

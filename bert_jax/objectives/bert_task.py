@@ -16,7 +16,7 @@ import numpy as np
 import optax
 
 from bert_jax.data.tokenizer import Tokenizer
-from bert_jax.models import bert
+from bert_jax.models import registry
 from bert_jax.objectives import bert_eval
 from bert_jax.objectives.bert_eval import pretraining_logits as _logits
 from bert_jax.objectives.logit_metrics import label_logit_stats
@@ -197,24 +197,6 @@ class BertObjective:
 # ---------------------------------------------------------------------------
 
 
-def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> bert.BertConfig:
-    """The one place a BertConfig is built from the run config.
-
-    Starts from the size preset (``BERT_SIZES`` or ``ALBERT_SIZES`` by
-    ``config.model.name``) and applies every ``config.model`` field that is a
-    BertConfig field and not None.
-    """
-    fields = {f.name for f in dataclasses.fields(bert.BertConfig)} - {"vocab_size"}
-    overrides = {k: v for k, v in config.model.items() if k in fields and v is not None}
-    overrides.setdefault("max_position_embeddings", max(512, config.data.max_seq_length))
-    try:
-        return bert.sized_config(
-            config.model.name, config.model.size, vocab_size=vocab_size, **overrides
-        )
-    except ValueError as error:
-        raise ValueError(f"config.model: {error}") from None
-
-
 class BertPretrainingTask(PretrainingTask):
     """BERT (MLM + NSP) and ALBERT (MLM + SOP, shared layers) as one task family.
 
@@ -224,7 +206,7 @@ class BertPretrainingTask(PretrainingTask):
 
     def __init__(self, config: ml_collections.ConfigDict):
         tokenizer = Tokenizer(config.data.vocab_path)
-        model_cfg = model_config(config, tokenizer.vocab_size)
+        model_cfg = registry.model_config(config, tokenizer.vocab_size)
         data_config = BertDataConfig.from_config(config)
         # Held-out SOP pairs come in both orders: balanced labels, no coin flips.
         eval_data_config = dataclasses.replace(data_config, sop_both_orders=True)
@@ -245,8 +227,8 @@ class BertPretrainingTask(PretrainingTask):
         self.pairs = data_config.sentence_pair_task != "none"  # a pair head that trains
         self.loss_terms = ("mlm_loss", "pair_loss") if self.pairs else ("mlm_loss",)
 
-    def create_model(self, rngs) -> bert.BertForPreTraining:
-        return bert.BertForPreTraining(self.model_config, rngs=rngs)
+    def create_model(self, rngs):
+        return registry.model_spec(self.model_config).create_model(rngs)
 
     def loss_fn(self, model, batch, *, deterministic: bool, rngs=None):
         mlm_logits, pair_logits = _logits(model, batch, deterministic=deterministic, rngs=rngs)

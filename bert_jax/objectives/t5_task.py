@@ -7,15 +7,13 @@ denoised and packed t5x features); `T5PretrainingTask` joins them with the encod
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from bert_jax.data.tokenizer import Tokenizer
-from bert_jax.models import t5
+from bert_jax.models import registry
 from bert_jax.objectives.logit_metrics import label_logit_stats
 from bert_jax.objectives.t5_data import ALIASES, PRESETS, T5DataConfig, T5Objective
 from bert_jax.objectives.task import PretrainingTask
@@ -35,18 +33,6 @@ __all__ = [
 # that of the row's own arange, and the model computes one [1, heads, q, k] bias
 # instead of one per row (tests/models/test_t5.py checks the logits are the same).
 _FEATURE_ARGS = ("encoder_segment_ids", "decoder_segment_ids")
-
-
-def model_config(config: ml_collections.ConfigDict, vocab_size: int) -> t5.T5Config:
-    """The one place a T5Config is built: size and variant preset plus set fields."""
-    fields = {f.name for f in dataclasses.fields(t5.T5Config)} - {"vocab_size"}
-    overrides = {k: v for k, v in config.model.items() if k in fields and v is not None}
-    try:
-        return t5.t5_config(
-            config.model.size, config.model.variant, vocab_size=vocab_size, **overrides
-        )
-    except ValueError as error:
-        raise ValueError(f"config.model: {error}") from None
 
 
 def _logits(model, batch, *, deterministic, rngs):
@@ -136,7 +122,7 @@ class T5PretrainingTask(PretrainingTask):
 
     def __init__(self, config: ml_collections.ConfigDict):
         tokenizer = Tokenizer(config.data.vocab_path, extra_ids=config.objective.extra_ids)
-        model_cfg = model_config(config, tokenizer.vocab_size)
+        model_cfg = registry.model_config(config, tokenizer.vocab_size)
         examples = T5Objective(T5DataConfig.from_config(config), tokenizer)
         super().__init__(config, tokenizer, examples, examples)
         self.model_config = model_cfg
@@ -144,8 +130,8 @@ class T5PretrainingTask(PretrainingTask):
         self.targets_length = examples.targets_length
         self.tokens_per_example = examples.inputs_length + examples.targets_length
 
-    def create_model(self, rngs) -> t5.T5ForConditionalGeneration:
-        return t5.T5ForConditionalGeneration(self.model_config, rngs=rngs)
+    def create_model(self, rngs):
+        return registry.model_spec(self.model_config).create_model(rngs)
 
     def loss_fn(self, model, batch, *, deterministic: bool, rngs=None):
         return target_token_loss(

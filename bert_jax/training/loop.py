@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,6 +22,7 @@ from flax import nnx
 from bert_jax import objectives
 from bert_jax.checkpointing import lock
 from bert_jax.checkpointing.checkpointer import Checkpointer, optimizer_fingerprint
+from bert_jax.checkpointing.workdir import checkpoint_dir
 from bert_jax.data import pipeline
 from bert_jax.runtime import sharding
 from bert_jax.telemetry import flops
@@ -124,18 +124,19 @@ def train_and_evaluate(
         task = task or objectives.get_task(config)
         tx, schedule = optim.create_optimizer(config.optim, train.num_steps)
         logging.info("Mesh %s; model %s", dict(mesh.shape), task.model_config)
-        graphdef, abs_state, init = abstract_train_state(task, tx, config.seed)
+        graphdef, abs_state, init = abstract_train_state(task.create_model, tx, config.seed)
         shardings = state_shardings(abs_state, mesh, rules)
         data_sharding = sharding.data_sharding(mesh, rules)
         train_iter: Iterator = iter(task_dataset(config, task, "train"))
         checkpointer = Checkpointer(
-            os.path.join(workdir, "checkpoints"),
+            checkpoint_dir(workdir),
             keep=train.keep_checkpoints,
             model_config=task.model_config,
             optimizer=optimizer_fingerprint(config.optim.name, abs_state.opt_state),
             # What the train stream reads: a resume on other data is refused (or restarts it).
             data_spec=task.data_fingerprint(),
             allow_new_data=bool(config.data.get("allow_new_data", False)),
+            run_config=config,  # export, evaluate and fine-tuning read it back
         )
         vocab_size = getattr(task.model_config, "vocab_size", None)
         guard = finite_guard.NonfiniteGuard(train, checkpointer, vocab_size)

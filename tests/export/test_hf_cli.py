@@ -2,7 +2,8 @@
 
 For BERT, ALBERT and T5 the exported directory must load with the Auto classes
 and AutoTokenizer, give the logits of our model on the same inputs, and
-tokenize like our Tokenizer; `import_hf` must read it back.
+tokenize like our Tokenizer; `import_hf` must read it back. ``bert-jax export``
+without ``--config`` reads the run config the checkpoint records.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import gzip
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -192,6 +194,61 @@ def test_export_loads_offline_with_identical_outputs(kind, pretrained, tmp_path)
     assert len(imported_leaves) == len(expected_leaves)
     for a, b in zip(imported_leaves, expected_leaves, strict=True):
         np.testing.assert_array_equal(np.asarray(a), b)
+
+
+def export_command(workdir: str, out_dir, *extra: str) -> list[str]:
+    """``bert-jax export --workdir W --out D``: no --config unless ``extra`` gives one."""
+    command = [sys.executable, "-m", "bert_jax", "export", *extra]
+    return [*command, "--workdir", workdir, "--out", str(out_dir)]
+
+
+@pytest.mark.parametrize("kind", ["bert", "albert", "t5"])
+def test_export_without_config_reads_the_checkpoint(kind, pretrained, tmp_path):
+    """No --config, run from another directory: the model, vocabulary and mesh come from
+    the checkpoint, and transformers loads the directory with our logits."""
+    config, workdir, params = pretrained(kind)
+    out_dir = tmp_path / "hf"
+    env = {**CLI_ENV, "PYTHONPATH": str(REPO_ROOT)}  # run in tmp_path: nothing relative to the repo
+    done = subprocess.run(
+        export_command(workdir, out_dir), cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    auto_class, model_class = HF_CLASSES[kind]
+    hf_model, info = getattr(transformers, auto_class).from_pretrained(
+        out_dir, output_loading_info=True
+    )
+    assert type(hf_model).__name__ == model_class
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    hf_tokenizer = transformers.AutoTokenizer.from_pretrained(out_dir)
+    assert len(hf_tokenizer) == objectives.get_task(config).tokenizer.vocab_size
+    _, model = our_model(config, params)
+    hf_model.eval()
+    if kind == "t5":
+        diff = compare_t5(model, hf_model, hf_tokenizer)
+    else:
+        diff = compare_bert(model, hf_model, hf_tokenizer, kind)
+    assert diff < TOLERANCE
+    # The same directory as an export given the run config.
+    api_dir = pathlib.Path(hf.export_checkpoint(config, workdir, str(tmp_path / "api")))
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "spiece.model"):
+        assert (out_dir / name).read_bytes() == (api_dir / name).read_bytes(), name
+
+
+def test_checkpoint_without_a_recorded_run_config_exports_with_the_config(pretrained, tmp_path):
+    """A checkpoint written before the ``run_config`` item: --config is needed, as before."""
+    config, workdir, _ = pretrained("bert")
+    old = tmp_path / "old"
+    shutil.copytree(workdir, old)
+    for step in (old / "checkpoints").iterdir():
+        if step.name.isdigit():  # the checkpoint as the code before the item wrote it
+            shutil.rmtree(step / "run_config")
+    with pytest.raises(ValueError, match="records no run config .* --config"):
+        hf.export_checkpoint(None, str(old), str(tmp_path / "refused"))
+    assert not (tmp_path / "refused").exists()
+    out_dir = pathlib.Path(hf.export_checkpoint(config, str(old), str(tmp_path / "hf")))
+    new_dir = pathlib.Path(hf.export_checkpoint(None, workdir, str(tmp_path / "new")))
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "spiece.model"):
+        assert (out_dir / name).read_bytes() == (new_dir / name).read_bytes(), name
 
 
 # The tiny_bert_config fields that differ from configs/bert.py:recipe=short,runlocal.
