@@ -62,6 +62,8 @@ format: $(VENV)/.installed
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# JAX's persistent compilation cache of the run lives in .cache/jax (tests/conftest.py);
+# `make clean` empties it.
 test: $(VENV)/.installed $(VOCAB) lint
 	$(VENV)/bin/pytest -q -n 2 --durations=15 $(PYTEST_ARGS)
 
@@ -71,4 +73,4 @@ fuzz: $(VENV)/.installed $(VOCAB)
 	HYPOTHESIS_PROFILE=fuzz $(VENV)/bin/pytest -q -n 2 tests/properties $(PYTEST_ARGS)
 
 clean:
-	rm -rf workdirs
+	rm -rf workdirs .cache

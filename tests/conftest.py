@@ -60,6 +60,20 @@ def tiny_bert_config(tmp_path=None, **overrides):
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+# One JAX persistent compilation cache for the whole run, set before JAX is imported: the
+# test workers and every process a test starts (they inherit the environment) compile a
+# program once and load it from disk afterwards, also across tests that build the same
+# step anew (jit's in-memory cache is per function object). JAX keys an entry by the
+# program's HLO, the compile options, the XLA flags and the jax/jaxlib versions, so a hit
+# is the executable a fresh compile would give. A size cap turns on JAX's file lock, so
+# concurrent workers never read a half-written entry. The folder is git-ignored; a clean
+# clone starts empty. JAX_ENABLE_COMPILATION_CACHE=false turns it off.
+JAX_CACHE_DIR = REPO_ROOT / ".cache" / "jax"
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(JAX_CACHE_DIR))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 << 30))
+
 # Property tests (tests/properties): every run of the suite (`make test`, CI, a plain
 # pytest) draws the same examples, so the suite fails only when the code or the tests
 # change; `make fuzz` (HYPOTHESIS_PROFILE=fuzz) draws fresh random ones, FUZZ_SCALE times
@@ -118,3 +132,4 @@ def result_json(proc) -> dict:
     """The JSON a test script printed after ``RESULT``."""
     line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
     return json.loads(line[len("RESULT") :])
+
