@@ -133,3 +133,11 @@ def result_json(proc) -> dict:
     line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
     return json.loads(line[len("RESULT") :])
 
+
+def pytest_collection_modifyitems(config, items):
+    """The files with slow tests first (otherwise in collection order), so that under
+    `pytest -n 2` the workers share out the long tests at the start and finish together on
+    quick ones, instead of one worker running the last long test alone. A file's tests stay
+    together, so a module-scoped fixture is still built once per worker."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
