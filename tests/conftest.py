@@ -135,10 +135,23 @@ def result_json(proc) -> dict:
     return json.loads(line[len("RESULT") :])
 
 
+# Files without a slow test that still took minutes (the suite's --durations, 2026-12-07):
+# they run right after the slow ones instead of last.
+LONG_FILES = (
+    "test_checkpoint_nonfinite.py",
+    "test_checkpoint_restore.py",
+    "test_benchmarks_smoke.py",
+    "models/test_t5.py",
+    "objectives/test_bert_eval.py",
+)
+
+
 def pytest_collection_modifyitems(config, items):
-    """The files with slow tests first (otherwise in collection order), so that under
-    `pytest -n 2` the workers share out the long tests at the start and finish together on
-    quick ones, instead of one worker running the last long test alone. A file's tests stay
-    together, so a module-scoped fixture is still built once per worker."""
+    """The files with slow tests first, then LONG_FILES, then the rest (each group in
+    collection order), so that under `pytest -n 2` the workers share out the long tests at
+    the start and finish together on quick ones, instead of one worker running the last
+    long test alone. A file's tests stay together, so a module-scoped fixture is still built
+    once per worker."""
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_files)
+    long_files = {REPO_ROOT / "tests" / name for name in LONG_FILES}
+    items.sort(key=lambda item: (item.path not in slow_files, item.path not in long_files))
