@@ -16,7 +16,7 @@ WORKDIR ?= workdirs/bert_tiny
 PYTEST_ARGS ?=
 FINETUNE_WORKDIR ?= workdirs/rt_bert_tiny
 
-.PHONY: venv corpus vocab tokenized pretrain report finetune test fuzz lint format clean
+.PHONY: venv corpus vocab tokenized pretrain report finetune test coverage fuzz lint format clean
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -62,8 +62,15 @@ format: $(VENV)/.installed
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# JAX's persistent compilation cache of the run lives in .cache/jax (tests/conftest.py);
+# `make clean` empties it.
 test: $(VENV)/.installed $(VOCAB) lint
 	$(VENV)/bin/pytest -q -n 2 --durations=15 $(PYTEST_ARGS)
+
+# Line coverage of bert_jax/ by the whole suite, the processes the tests start included
+# ([tool.coverage.*] in pyproject.toml). Slower than `make test`, which runs without it.
+coverage: $(VENV)/.installed $(VOCAB)
+	$(VENV)/bin/pytest -q -n 2 --cov --cov-report=term $(PYTEST_ARGS)
 
 # Property tests with fresh random examples, 20 times as many (tests/conftest.py); `make
 # test` draws the same examples every run. A failure is kept in .hypothesis/ and replayed.
@@ -71,4 +78,4 @@ fuzz: $(VENV)/.installed $(VOCAB)
 	HYPOTHESIS_PROFILE=fuzz $(VENV)/bin/pytest -q -n 2 tests/properties $(PYTEST_ARGS)
 
 clean:
-	rm -rf workdirs
+	rm -rf workdirs .cache
