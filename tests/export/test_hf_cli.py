@@ -316,11 +316,24 @@ def test_ctrl_c_in_export_and_evaluate_is_one_line_exit_130_and_no_partial_file(
     command = cli_command("export", config, workdir, "--out", str(out_dir))
     run = dict(cwd=REPO_ROOT, env=CLI_ENV, text=True, stdout=subprocess.PIPE)
     # In the middle of writing: the directory being written exists beside --out. Writing
-    # a tiny model takes milliseconds, so the signal can land after the rename: then the
-    # export must be whole (exit 0, every file), and the test tries again.
-    for _ in range(MAX_INTERRUPT_TRIES):
-        proc = subprocess.Popen(command, stderr=subprocess.STDOUT, **run)
-        log = _interrupt_when(proc, lambda: list(tmp_path.glob(".hf.partial-*")))
+    # a tiny model takes milliseconds, so under load the signal can land after the rename:
+    # then the export must be whole (exit 0, every file), and the test tries again; the
+    # last try interrupts as soon as the checkpoint is being opened (orbax's first line),
+    # which leaves the whole restore and write to interrupt.
+    log_path = tmp_path.parent / f"{tmp_path.name}-export.log"
+    for attempt in range(MAX_INTERRUPT_TRIES):
+        opening = attempt == MAX_INTERRUPT_TRIES - 1
+        with open(log_path, "w") as log_file:
+            proc = subprocess.Popen(
+                command, stderr=subprocess.STDOUT, **{**run, "stdout": log_file}
+            )
+            _interrupt_when(
+                proc,
+                (lambda: "CheckpointManagerOptions" in log_path.read_text())
+                if opening
+                else (lambda: list(tmp_path.glob(".hf.partial-*"))),
+            )
+        log = log_path.read_text()
         if proc.returncode != 0:
             break
         assert sorted(os.listdir(tmp_path)) == ["hf"], log[-3000:]
