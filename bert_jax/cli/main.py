@@ -6,7 +6,9 @@ Commands:
   report     print first/last evaluation against baselines, draw the learning curve
   export     write a Hugging Face directory (--out) from the latest checkpoint
              (evaluate and export: --config is optional, the checkpoint records its run
-             config; checkpoints written before that record need --config)
+             config, and ``--config.x.y=v`` alone overrides fields of it, see
+             configs/recorded.py; --config FILE replaces it whole, which checkpoints
+             written before that record need)
   finetune   fine-tune on a downstream task (configs/finetune.py), score its dev sets
   compare    objective comparison sweep (configs/compare.py); --cell NAME runs one cell,
              ``bert-jax compare --report DIR`` collects a sweep's results
@@ -152,9 +154,37 @@ def _user_paths() -> dict[str, str]:
     return {field: path for field, path in paths.items() if path}
 
 
+def _flag_value(argv: list[str], name: str) -> str | None:
+    """The last ``--name V`` / ``--name=V`` in ``argv`` (read before absl parses it)."""
+    value = None
+    for i, arg in enumerate(argv):
+        if arg == f"--{name}" and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith(f"--{name}="):
+            value = arg.partition("=")[2]
+    return value
+
+
+def with_recorded_config(argv: list[str]) -> list[str]:
+    """``argv`` with ``--config configs/recorded.py:WORKDIR`` added when an evaluate or
+    export has ``--config.x.y=v`` overrides but no --config FILE: the overrides then change
+    the run config the checkpoint records (config_flags types and checks them as for any
+    recipe) instead of failing as flags without a recipe."""
+    command = next((arg for arg in argv[1:] if arg in COMMANDS), None)
+    overrides = any(arg.startswith("--config.") for arg in argv)
+    workdir = _flag_value(argv, "workdir")
+    if command not in READS_RECORDED_CONFIG or not overrides or workdir is None:
+        return argv
+    if _flag_value(argv, "config") is not None:
+        return argv
+    recipe = os.path.join(errors.REPO_ROOT, "configs", "recorded.py")
+    return [argv[0], f"--config={recipe}:{workdir}", *argv[1:]]
+
+
 def run() -> None:
     """Console-script entry point: bad inputs end in one line (bert_jax/errors.py)."""
     verbose = errors.verbose_requested(sys.argv)
+    sys.argv = with_recorded_config(sys.argv)
     if host_heap.wanted(sys.argv[1:], os.environ):  # CPU training: keep the step's scratch
         host_heap.reexec_with_heap_reuse()  # memory mapped (~1.5x faster steps; host_heap.py)
     try:

@@ -30,7 +30,9 @@ from conftest import REPO_ROOT, load_recipe, tiny_bert_config
 from flax import nnx
 
 from bert_jax import objectives
+from bert_jax.cli import main
 from bert_jax.export import hf
+from bert_jax.runtime import run_config
 from bert_jax.training import loop
 
 torch = pytest.importorskip("torch")
@@ -249,6 +251,34 @@ def test_checkpoint_without_a_recorded_run_config_exports_with_the_config(pretra
     new_dir = pathlib.Path(hf.export_checkpoint(None, workdir, str(tmp_path / "new")))
     for name in ("config.json", "model.safetensors", "tokenizer.json", "spiece.model"):
         assert (out_dir / name).read_bytes() == (new_dir / name).read_bytes(), name
+
+
+def test_overrides_alone_change_the_recorded_run_config(pretrained, tmp_path):
+    """``bert-jax evaluate --workdir W --config.train.eval_batches=1`` (no --config FILE):
+    the checkpoint's run config with that field changed (before: absl refused --config.*
+    flags without a recipe); a field that changes the weights is refused by the guard."""
+    config, workdir, _ = pretrained("bert")
+    recipe = f"{REPO_ROOT / 'configs' / 'recorded.py'}:{workdir}"
+    recorded = run_config.load_recipe(recipe)
+    assert recorded.model.to_dict() == config.model.to_dict()
+    assert recorded.train.eval_batches == config.train.eval_batches > 1
+    given = ["bert-jax", "evaluate", "--workdir", workdir, "--config.train.eval_batches=1"]
+    assert main.with_recorded_config(given) == [given[0], f"--config={recipe}", *given[1:]]
+    for unchanged in (  # a recipe given, no override, a command that records nothing
+        [*given[:2], "--config", "configs/bert.py", *given[2:]],
+        given[:4],
+        ["bert-jax", "pretrain", *given[2:]],
+    ):
+        assert main.with_recorded_config(unchanged) == unchanged
+    command = [sys.executable, "-m", "bert_jax", *given[1:]]
+    done = subprocess.run(command, cwd=tmp_path, env=CLI_ENV, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    scores = json.loads((pathlib.Path(workdir) / "evaluate.json").read_text())
+    assert scores["nsp_pairs"] == config.train.batch_size  # one held-out batch, not several
+    recorded.model.hidden_size *= 2
+    with pytest.raises(ValueError, match="hidden_size"):
+        hf.export_checkpoint(recorded, workdir, str(tmp_path / "refused"))
+    assert not (tmp_path / "refused").exists()
 
 
 # The tiny_bert_config fields that differ from configs/bert.py:recipe=short,runlocal.
