@@ -1,6 +1,6 @@
 """``python -m bert_jax COMMAND ...``: the same as the ``bert-jax`` script."""
 
-from bert_jax.cli.main import run
+from bert_jax.cli import run
 
 if __name__ == "__main__":
     run()

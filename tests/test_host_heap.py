@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import platform
+import re
 import subprocess
 import sys
 import textwrap
@@ -67,3 +69,19 @@ def test_cli_restarts_with_the_heap_settings_only_for_cpu_training(tmp_path):
     assert not host_heap.wanted(["pretrain"], {"JAX_PLATFORMS": "cuda,cpu"}, none)
     assert not host_heap.wanted(["pretrain"], {"BERT_JAX_HOST_HEAP": "0"}, none)
     assert not host_heap.wanted(["report", "--workdir=w"], {}, none)  # trains nothing
+
+
+def test_the_cli_restarts_before_jax_is_imported(tmp_path):
+    """``bert-jax pretrain`` restarts for the heap settings before it imports JAX (before:
+    after, so every training command imported JAX and the CLI twice, 1.8 s)."""
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    env["JAX_PLATFORMS"] = "cpu"
+    command = [sys.executable, "-X", "importtime", "-m", "bert_jax", "pretrain"]
+    command += ["--config", str(tmp_path / "missing.py"), "--workdir", str(tmp_path / "w")]
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert done.returncode == 2 and "missing.py" in done.stderr, done.stderr[-2000:]
+    lines = done.stderr.splitlines()
+    starts = sum(line.endswith("| site") for line in lines)  # one per interpreter start
+    restarts = host_heap.wanted(["pretrain"], env) and platform.libc_ver()[0] == "glibc"
+    assert starts == (2 if restarts else 1)
+    assert sum(bool(re.search(r"\|\s+jax$", line)) for line in lines) == 1  # after the restart

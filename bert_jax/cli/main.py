@@ -28,7 +28,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from bert_jax.cli import errors
-from bert_jax.runtime import distributed, host_heap, run_config
+from bert_jax.runtime import distributed, run_config
 
 COMMANDS = ("pretrain", "evaluate", "report", "export", "finetune", "compare")
 # Commands whose --config is optional: the checkpoint records the run config.
@@ -182,11 +182,10 @@ def with_recorded_config(argv: list[str]) -> list[str]:
 
 
 def run() -> None:
-    """Console-script entry point: bad inputs end in one line (bert_jax/errors.py)."""
+    """The commands, after `bert_jax.cli.run` (the script) chose the host heap: bad inputs
+    end in one line (bert_jax/errors.py)."""
     verbose = errors.verbose_requested(sys.argv)
     sys.argv = with_recorded_config(sys.argv)
-    if host_heap.wanted(sys.argv[1:], os.environ):  # CPU training: keep the step's scratch
-        host_heap.reexec_with_heap_reuse()  # memory mapped (~1.5x faster steps; host_heap.py)
     try:
         app.run(main, flags_parser=errors.parse_flags_or_raise)
     except errors.UsageError as error:
