@@ -73,12 +73,10 @@ def _interrupt(proc, log_path, how: str, step: int, checkpoints) -> dict:
 def test_random_interruptions_resume_to_identical_parameters(tmp_path):
     seed = int(os.environ.get("INTERRUPT_TRIALS_SEED", "0"))
     rng = np.random.default_rng(seed)
-    env = {  # compile once: every run after the first loads the programs from disk
-        "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax_cache"),
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-    }
+    # Every run after the first loads the programs from the suite's compilation cache
+    # (tests/conftest.py), which the test_preemption runs of the same recipe also fill.
     reference = tmp_path / "reference"
-    proc = start(pretrain_command(reference, *OVERRIDES), tmp_path / "reference.log", **env)
+    proc = start(pretrain_command(reference, *OVERRIDES), tmp_path / "reference.log")
     assert proc.wait(timeout=600) == 0, (tmp_path / "reference.log").read_text()[-3000:]
     expected = _final_state(reference)
 
@@ -90,7 +88,7 @@ def test_random_interruptions_resume_to_identical_parameters(tmp_path):
         # Each interrupted run, then the same command once more: it must finish.
         for run, how in enumerate((*plan, None)):
             log_path = tmp_path / f"trial{trial}_run{run}.log"
-            proc = start(command, log_path, **env)
+            proc = start(command, log_path)
             start_step = int(wait_for(proc, log_path, r"starting at step (\d+)").group(1))
             if trial_rows:
                 previous = trial_rows[-1]

@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, run_with_devices, tiny_bert_config
+from conftest import REPO_ROOT, run_with_devices, tiny_bert_config, xla_flags
 
 from bert_jax import objectives
 from bert_jax.data import pipeline
@@ -86,10 +86,10 @@ def _train(workdir, *, num_processes: int, stop_at: int | None, cache_dir) -> li
         env = {
             **os.environ,
             "JAX_PLATFORMS": "cpu",
-            "XLA_FLAGS": f"--xla_force_host_platform_device_count={8 // num_processes}",
             # Compile time dominates: the resumed pair reuses the first pair's programs.
-            # (--xla_backend_optimization_level=0 would halve it, but then one T5 embedding
-            # element of the 8-device run moved by 0.03 at step 4: not a safe shortcut.)
+            # (The suite's -O0, conftest.TEST_XLA_FLAGS, would halve it, but then one T5
+            # embedding element of the 8-device run moved by 0.03 at step 4: not here.)
+            "XLA_FLAGS": xla_flags(8 // num_processes, optimized=True),
             "JAX_COMPILATION_CACHE_DIR": str(cache_dir),
             "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
         }
