@@ -93,18 +93,28 @@ def load_lee(download_dir: str) -> tuple[list[str], np.ndarray]:
 
 
 def document_features(encoder, texts, max_length: int) -> np.ndarray:
-    """Token-weighted mean of the features of consecutive windows covering each text."""
-    out = []
-    for text in texts:
+    """Token-weighted mean of the features of consecutive windows covering each text.
+
+    The windows of all texts go through the encoder together, in full batches (one call
+    per text padded each to a whole batch: 50 Lee articles, ~5 windows each, took ten
+    times the forward passes).
+    """
+    windows, owners, weights = [], [], []
+    for index, text in enumerate(texts):
         words = text.split()
-        windows, weights = [], []
         step = max(max_length // 2, 1)  # about max_length pieces per window of words
         for start in range(0, len(words), step):
             windows.append(" ".join(words[start : start + step]))
             weights.append(len(words[start : start + step]))
-        features = encoder.embed(windows, max_length)
-        out.append(np.average(features, axis=0, weights=weights))
-    return np.stack(out)
+            owners.append(index)
+    features = encoder.embed(windows, max_length)
+    owners, weights = np.asarray(owners), np.asarray(weights, np.float64)
+    return np.stack(
+        [
+            np.average(features[owners == i], axis=0, weights=weights[owners == i])
+            for i in range(len(texts))
+        ]
+    )
 
 
 def lee_spearman(encoder, max_length: int, download_dir: str) -> float:

@@ -30,12 +30,14 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from bert_jax.data import sources
+from bert_jax.data.jsonl_source import expand_patterns
 from bert_jax.data.tokenizer import Tokenizer
 from bert_jax.objectives.logit_metrics import label_logit_stats
 
@@ -127,10 +129,38 @@ def eval_metrics(totals: dict[str, float]) -> dict[str, float]:
     return metrics
 
 
+# Counts already made in this process (pretraining's evaluation, `evaluate`, a compare
+# cell's scoring read the same training documents), by what they were counted from.
+_COUNTS: dict[tuple, np.ndarray] = {}
+
+
+def _counts_key(data_config, tokenizer, max_documents: int) -> tuple | None:
+    """The inputs of a count: config.data, each train file's path, size and mtime and the
+    vocabulary's; None (count anew) when the files cannot be listed (TFDS, a bad pattern)."""
+    if data_config.get("source") not in ("jsonl", "text", "tokenized"):
+        return None
+    try:
+        paths = [*expand_patterns(data_config.train_pattern), tokenizer.model_path]
+        files = tuple((path, os.stat(path).st_size, os.stat(path).st_mtime_ns) for path in paths)
+    except (ValueError, OSError, AttributeError):
+        return None
+    return (
+        data_config.to_json_best_effort(sort_keys=True),
+        files,
+        tokenizer.vocab_size,
+        max_documents,
+    )
+
+
 def training_unigram_counts(
     data_config, tokenizer, max_documents: int = MAX_DOCUMENTS
 ) -> np.ndarray:
-    """Token counts ``[vocab_size]`` over (up to) ``max_documents`` training documents."""
+    """Token counts ``[vocab_size]`` over (up to) ``max_documents`` training documents.
+
+    Counted once per process for the same data and vocabulary (files unchanged)."""
+    key = _counts_key(data_config, tokenizer, max_documents)
+    if key is not None and key in _COUNTS:
+        return _COUNTS[key].copy()
     stream = sources.documents(
         data_config, "train", tokenizer, seed=0, process_index=0, process_count=1, repeat=False
     )
@@ -143,6 +173,8 @@ def training_unigram_counts(
     logging.info(
         "unigram baseline from %d training documents, %d tokens", num_documents, counts.sum()
     )
+    if key is not None:
+        _COUNTS[key] = counts.copy()
     return counts
 
 

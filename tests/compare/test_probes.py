@@ -63,6 +63,21 @@ def test_features_do_not_depend_on_the_batch_they_are_computed_in(bert_config):
     assert not np.allclose(other, together)
 
 
+def test_document_features_are_the_weighted_mean_of_each_texts_windows(bert_config):
+    """All texts' windows share batches (before: one padded batch per text); each text's
+    feature is still the word-weighted mean of its own windows' features."""
+    encoder = features.Encoder(bert_config, None, batch_size=4)
+    texts = ["one two three four five six seven", "alpha beta", "x " * 20]
+    together = probes.document_features(encoder, texts, 8)  # windows of 4 words
+    for text, feature in zip(texts, together, strict=True):
+        words = text.split()
+        windows = [words[i : i + 4] for i in range(0, len(words), 4)]
+        window_features = encoder.embed([" ".join(w) for w in windows], 8)
+        expected = np.average(window_features, axis=0, weights=[len(w) for w in windows])
+        np.testing.assert_allclose(feature, expected, atol=1e-5)
+    assert together.shape == (3, 32)
+
+
 def test_t5_models_are_probed_through_their_encoder(vocab_path):
     config = run_config.load_recipe("configs/t5.py:runlocal")
     config.data.vocab_path = vocab_path

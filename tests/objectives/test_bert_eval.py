@@ -206,3 +206,34 @@ def test_a_short_held_out_split_is_read_again_as_other_draws(vocab_path, corpus_
     fixed = copy.copy(task)
     fixed.eval_draws = 1
     assert len(loop.eval_batches(config, fixed, wanted)) == len(one_pass)
+
+
+def test_unigram_counts_are_made_once_per_process_until_the_files_change(
+    tmp_path, vocab_path, corpus_dir
+):
+    """Pretraining's evaluation, `evaluate` and a compare cell count the same training
+    documents: the second count is the first's (a copy); new file contents count anew."""
+    import gzip
+    import json
+    import os
+
+    from bert_jax.data.tokenizer import Tokenizer
+
+    shard = tmp_path / "c4-train.0.json.gz"
+    documents = ["The cat sat on the mat. It was happy there.", "Dogs bark at night."]
+    with gzip.open(shard, "wt") as f:
+        f.writelines(json.dumps({"text": text}) + "\n" for text in documents)
+    config = tiny_bert_config()
+    config.data.train_pattern = str(shard)
+    tokenizer = Tokenizer(vocab_path)
+    first = bert_eval.training_unigram_counts(config.data, tokenizer)
+    first[:] = 0  # the caller's array is a copy: the next caller is unaffected
+    again = bert_eval.training_unigram_counts(config.data, tokenizer)
+    expected = sum(len(tokenizer.encode(text)) for text in documents)
+    assert again.sum() == expected
+    with gzip.open(shard, "wt") as f:  # new contents (size and mtime change)
+        f.write(json.dumps({"text": documents[1]}) + "\n")
+    os.utime(shard, ns=(1, 1))
+    assert bert_eval.training_unigram_counts(config.data, tokenizer).sum() == len(
+        tokenizer.encode(documents[1])
+    )
