@@ -257,7 +257,9 @@ def test_overrides_alone_change_the_recorded_run_config(pretrained, tmp_path):
     """``bert-jax evaluate --workdir W --config.train.eval_batches=1`` (no --config FILE):
     the checkpoint's run config with that field changed (before: absl refused --config.*
     flags without a recipe); a field that changes the weights is refused by the guard."""
-    config, workdir, _ = pretrained("bert")
+    config, shared, _ = pretrained("bert")
+    workdir = str(tmp_path / "run")  # evaluate writes evaluate.json: not into the shared one
+    shutil.copytree(shared, workdir)
     recipe = f"{REPO_ROOT / 'configs' / 'recorded.py'}:{workdir}"
     recorded = run_config.load_recipe(recipe)
     assert recorded.model.to_dict() == config.model.to_dict()
