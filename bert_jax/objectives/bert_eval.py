@@ -141,7 +141,8 @@ def _counts_key(data_config, tokenizer, max_documents: int) -> tuple | None:
         return None
     try:
         paths = [*expand_patterns(data_config.train_pattern), tokenizer.model_path]
-        files = tuple((path, os.stat(path).st_size, os.stat(path).st_mtime_ns) for path in paths)
+        stats = [os.stat(path) for path in paths]
+        files = tuple((p, st.st_size, st.st_mtime_ns) for p, st in zip(paths, stats, strict=True))
     except (ValueError, OSError, AttributeError):
         return None
     return (

@@ -135,6 +135,17 @@ def compare_t5(model, hf_model, hf_tokenizer) -> float:
     return float(np.abs(np.asarray(ours) - out.logits.numpy()).max())
 
 
+def load_export(kind: str, out_dir):
+    """The exported model (its Auto class, every weight used) and tokenizer, offline."""
+    auto_class, model_class = HF_CLASSES[kind]
+    hf_model, info = getattr(transformers, auto_class).from_pretrained(
+        out_dir, output_loading_info=True
+    )
+    assert type(hf_model).__name__ == model_class
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    return hf_model, transformers.AutoTokenizer.from_pretrained(out_dir)
+
+
 @pytest.mark.parametrize("kind", ["bert", "albert", "t5"])
 def test_export_loads_offline_with_identical_outputs(kind, pretrained, tmp_path):
     config, workdir, params = pretrained(kind)
@@ -143,13 +154,7 @@ def test_export_loads_offline_with_identical_outputs(kind, pretrained, tmp_path)
         os.listdir(out_dir)
     )
 
-    auto_class, model_class = HF_CLASSES[kind]
-    hf_model, info = getattr(transformers, auto_class).from_pretrained(
-        out_dir, output_loading_info=True
-    )
-    assert type(hf_model).__name__ == model_class
-    assert not info["missing_keys"] and not info["unexpected_keys"], info
-    hf_tokenizer = transformers.AutoTokenizer.from_pretrained(out_dir)
+    hf_model, hf_tokenizer = load_export(kind, out_dir)
     task, model = our_model(config, params)
     tokenizer = task.tokenizer
 
@@ -215,13 +220,7 @@ def test_export_without_config_reads_the_checkpoint(kind, pretrained, tmp_path):
         export_command(workdir, out_dir), cwd=tmp_path, env=env, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    auto_class, model_class = HF_CLASSES[kind]
-    hf_model, info = getattr(transformers, auto_class).from_pretrained(
-        out_dir, output_loading_info=True
-    )
-    assert type(hf_model).__name__ == model_class
-    assert not info["missing_keys"] and not info["unexpected_keys"], info
-    hf_tokenizer = transformers.AutoTokenizer.from_pretrained(out_dir)
+    hf_model, hf_tokenizer = load_export(kind, out_dir)
     assert len(hf_tokenizer) == objectives.get_task(config).tokenizer.vocab_size
     _, model = our_model(config, params)
     hf_model.eval()

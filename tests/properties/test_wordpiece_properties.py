@@ -42,16 +42,20 @@ def tokenizers():
     )
 
 
-@settings(max_examples=property_examples(300), deadline=None)
-@given(TEXT.map("".join))
-def test_same_ids_and_offsets_as_hugging_face(tokenizers, text):
-    ours, reference = tokenizers
+def assert_same_ids_and_offsets(ours, reference, text: str) -> None:
+    """Our WordPiece gives Hugging Face's ids and character offsets for ``text``."""
     expected = reference(text, add_special_tokens=False, return_offsets_mapping=True)
     ids, starts, ends = ours.encode_with_offsets(text)
     assert ids.tolist() == expected["input_ids"]
     assert list(zip(starts.tolist(), ends.tolist(), strict=True)) == [
         tuple(span) for span in expected["offset_mapping"]
     ]
+
+
+@settings(max_examples=property_examples(300), deadline=None)
+@given(TEXT.map("".join))
+def test_same_ids_and_offsets_as_hugging_face(tokenizers, text):
+    assert_same_ids_and_offsets(*tokenizers, text)
 
 
 @pytest.mark.parametrize(
@@ -66,13 +70,7 @@ def test_same_ids_and_offsets_as_hugging_face(tokenizers, text):
 )
 def test_characters_our_python_tables_read_otherwise_follow_hugging_face(tokenizers, text):
     """Where Python 3.11's Unicode tables (Google's tokenization.py) and Rust's differ."""
-    ours, reference = tokenizers
-    expected = reference(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids, starts, ends = ours.encode_with_offsets(text)
-    assert ids.tolist() == expected["input_ids"]
-    assert list(zip(starts.tolist(), ends.tolist(), strict=True)) == [
-        tuple(span) for span in expected["offset_mapping"]
-    ]
+    assert_same_ids_and_offsets(*tokenizers, text)
 
 
 def test_recategorised_marks_and_extension_e_as_the_rust_tables_read_them(tokenizers):
