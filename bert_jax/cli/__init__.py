@@ -5,7 +5,8 @@ library's job elsewhere (``evaluate``, ``report``) and how a run ends on bad inp
 ``run`` is the ``bert-jax`` script and ``python -m bert_jax``: a command that trains on
 this host's CPU restarts once with the host-heap malloc settings
 (bert_jax/runtime/host_heap.py) before JAX and the rest are imported, which a restart
-from ``main`` would import twice (1.8 s of each training command's start-up).
+from ``main`` would import twice (1.8 s of each training command's start-up, measured
+with `python -X importtime` on a loaded machine).
 """
 
 import os
