@@ -99,8 +99,14 @@ def _track(carry: dict, skipped, nonfinite_loss, faults: dict, step):
 
 
 def keep_if_finite(finite: jax.Array, new: Any, old: Any) -> Any:
-    """``new`` where ``finite``, else ``old`` (leaf by leaf, same structure)."""
-    return jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+    """``new`` if ``finite``, else ``old`` (same structure), as one conditional.
+
+    Not a ``jnp.where`` per leaf: XLA fuses the scalar ``finite`` (an ``and`` over every
+    leaf's check) into each leaf's select, so a state of N arrays compiled N x N ``and``
+    operations (a tiny T5 with Adafactor: 192 selects, 36,960 ``and``s, 7.9 of the train
+    step's 9.3 s of compiling on XLA:CPU); the conditional computes it once.
+    """
+    return jax.lax.cond(finite, lambda: new, lambda: old)
 
 
 class NonfiniteGuard:
