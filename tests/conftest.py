@@ -85,15 +85,20 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 # XLA:CPU compiles the suite's programs at LLVM -O0 and with its older elemental fusion
 # emitters (tiny models: compiling is most of a test's time, running them little). A tiny
 # BERT's 11 training/evaluation programs compile in 5.4 s instead of 11.7 s (-O0 alone
-# 7.9 s: tiny_bert_config, 30 steps, no cache, quiet
-# machine), and 32 compile-bound tests took 197 s instead of 285 s with -O0 alone
-# (`pytest -n 2`, empty caches). XLA's HLO passes are unchanged. The processes a test
-# starts inherit the flags (run_with_devices adds the device count). Tests that compare
-# numbers across device layouts bit for bit pass ``optimized=True`` to run_with_devices:
-# at -O0 one element of an 8-device T5 run moved by 0.03 (test_multihost).
+# 7.9 s: tiny_bert_config, 30 steps, no cache, quiet machine), and 32 compile-bound tests
+# took 197 s instead of 285 s with -O0 alone (`pytest -n 2`, empty caches). Two more,
+# measured on the command matrix's pretraining (T5 v1.1 and BERT rows, no cache, quiet):
+# without the HLO pass that splits reductions into trees (sums run in order: tiny arrays)
+# the programs compiled in 5.4 s instead of 6.4 s (T5) and 2.1 s instead of 2.5 s (BERT);
+# one LLVM module per program instead of 32 parts compiled in parallel took 6.0-6.2 s of
+# CPU instead of 6.8-7.1 s (BERT, two runs each). The processes a test starts inherit the
+# flags (run_with_devices adds the device count). Tests that compare numbers across device
+# layouts bit for bit pass ``optimized=True`` to run_with_devices: at -O0 one element of
+# an 8-device T5 run moved by 0.03 (test_multihost).
 TEST_XLA_FLAGS = (
     "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
     " --xla_disable_hlo_passes=tree_reduction_rewriter"
+    " --xla_cpu_parallel_codegen_split_count=1"
 )
 os.environ["XLA_FLAGS"] = " ".join(filter(None, (os.environ.get("XLA_FLAGS"), TEST_XLA_FLAGS)))
 INHERITED_XLA_FLAGS = os.environ["XLA_FLAGS"]
