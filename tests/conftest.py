@@ -16,6 +16,8 @@ import sys
 import pytest
 from hypothesis import settings
 
+from bert_jax.cli import GC_THRESHOLD
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 CORPUS_DIR = REPO_ROOT / "data" / "c4_sample"
 VOCAB_PATH = REPO_ROOT / "data" / "vocab" / "spm.model"
@@ -61,11 +63,9 @@ def tiny_bert_config(tmp_path=None, **overrides):
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-# The test workers' collector runs after 10,000 net allocations instead of Python's 700:
-# tracing and lowering allocate many short-lived objects, and a test worker's heap holds
-# JAX, flax, torch and transformers. One command-matrix row (T5, every command in one
-# process) spent 2.7 s of 25 s in 2,610 collections, 0.7 s in 142 with this threshold.
-gc.set_threshold(10_000, 10, 10)
+# The test workers' (and the scripts that import this file) collect garbage as the
+# ``bert-jax`` command does (bert_jax/cli/__init__.py: GC_THRESHOLD).
+gc.set_threshold(*GC_THRESHOLD)
 
 # One JAX persistent compilation cache for the whole run, set before JAX is imported: the
 # test workers and every process a test starts (they inherit the environment) compile a
