@@ -10,7 +10,6 @@ digest is refused.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import pathlib
@@ -19,6 +18,8 @@ import subprocess
 import sys
 import zipfile
 from collections.abc import Sequence
+
+from bert_jax.data.tokenized_manifest import file_sha256
 
 _SUFFIXES = (".whl", ".tar.gz", ".zip")
 
@@ -108,7 +109,7 @@ def fetch_archive(
     path = cached()[0]
     pinned = PINNED_SHA256.get(requirement)
     if pinned is not None:
-        actual = hashlib.sha256(path.read_bytes()).hexdigest()
+        actual = file_sha256(str(path))
         if actual != pinned:
             raise ValueError(
                 f"{path}: sha256 {actual} is not the {pinned} pinned for {requirement}; "
